@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// Helpers every test uses: unique object names and RAII removers, so a failing test leaves
+// nothing behind, and running a function in a child process.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+namespace shmkit::test {
+
+/// Returns a name no other test run uses: "<prefix>shmkit-test-<pid>-<n>-<tag>", e.g.
+/// unique_name("/", "seg") -> "/shmkit-test-4242-3-seg". `prefix` is "/", "file:/tmp/" …
+std::string unique_name(const std::string& prefix, const std::string& tag);
+
+/// Returns an unused System V key name "sysv:0x...." derived from the pid and a counter.
+std::string unique_sysv_key();
+
+/// Removes the named segment (any namespace) when destroyed, ignoring "already gone".
+class Remover {
+ public:
+  explicit Remover(std::string name) : name_(std::move(name)) {}
+  ~Remover();
+  Remover(const Remover&) = delete;
+  Remover& operator=(const Remover&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+/// Runs `body` in a forked child and returns its wait status (as waitpid gives it). The child
+/// exits with body's return value; an exception in the child exits 99 after printing it.
+int run_in_child(const std::function<int()>& body);
+
+/// Decodes a wait status: exit code, or 128+signal for a killed child.
+int exit_code(int wait_status);
+
+/// Starts `body` in a forked child without waiting (as run_in_child) and returns its pid,
+/// or -1 if fork failed. Collect it with wait_child().
+int start_child(const std::function<int()>& body);
+
+/// Waits for a child started by start_child() and returns its wait status (-1 on error).
+int wait_child(int pid);
+
+/// Waits until `word` holds `value` (another process stores it). Returns false if that has
+/// not happened after `limit_seconds`: a safety net against hangs, not a timing assertion.
+bool wait_for_value(const std::atomic<int>& word, int value, int limit_seconds = 60);
+
+/// A fresh directory under /tmp ("/tmp/shmkit-test-<pid>-<n>-<tag>.XXXXXX"), removed with
+/// everything in it when destroyed.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// True if /proc/meminfo reports HugePages_Total of 0 (no huge pages reserved).
+bool no_huge_pages();
+
+}  // namespace shmkit::test

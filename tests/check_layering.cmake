@@ -1,6 +1,6 @@
 # Fails when a source file includes a header of a layer above its own, or when code outside
 # src/os includes the system headers through which system calls are made.
-set(layers os segment)
+set(layers os segment sync arena channel compat)
 file(GLOB_RECURSE sources ${ROOT}/src/*.cpp ${ROOT}/src/*.hpp ${ROOT}/include/shmkit/*.hpp)
 set(bad "")
 foreach(f ${sources})

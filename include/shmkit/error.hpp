@@ -18,7 +18,8 @@ class SHMKIT_API Error : public std::system_error {
 
   /// The errno value (EINVAL for input rejected before any system call).
   int errnum() const noexcept { return code().value(); }
-  /// The object's name as the caller gave it, e.g. `/foo` or `sysv:0x1234`.
+  /// The object's name as the caller gave it, e.g. `/foo` or `sysv:0x1234` (a NUL byte in
+  /// it is shown as `\0`).
   const std::string& object() const noexcept { return object_; }
   /// What was being done: `open`, `create`, `map`, `grow`, `parse name` …
   const std::string& operation() const noexcept { return operation_; }

@@ -34,7 +34,7 @@ SHMKIT_API const char* to_string(Namespace ns) noexcept;
 struct SHMKIT_API Name {
   Namespace ns = Namespace::anonymous;
   SysvForm sysv = SysvForm::none;
-  std::string path;        ///< posix: "/name"; file: the path; sysv ftok: the path
+  std::string path{};      ///< posix: "/name"; file: the path; sysv ftok: the path
   std::int32_t key = 0;    ///< sysv key form (as key_t; 0x80000000.. wrap to negative)
   std::int32_t id = -1;    ///< sysv id form
   std::int32_t proj = 0;   ///< sysv ftok form: 1..255
@@ -47,8 +47,9 @@ struct SHMKIT_API Name {
   /// stores the reason there.
   static std::optional<Name> try_parse(std::string_view text, std::string* why = nullptr);
 
-  /// The canonical spelling: "/name", "sysv:0x1234", "sysv:@/p:7", "sysv:id=42",
-  /// "sysv:private", "file:/path", or "" for anonymous. parse(str()) gives this name back.
+  /// The canonical spelling: "/name", "sysv:0x00001234" (eight digits, as ipcs prints keys),
+  /// "sysv:@/p:7", "sysv:id=42", "sysv:private", "file:/path", or "" for anonymous.
+  /// parse(str()) gives this name back.
   std::string str() const;
 
   friend bool operator==(const Name&, const Name&) = default;

@@ -48,7 +48,7 @@ struct OpenOptions {
 
 /// What the kernel knows about a segment. Fields a namespace does not have are empty.
 struct SegmentStat {
-  std::string name;                          ///< canonical name (Name::str())
+  std::string name;                          ///< canonical name; System V: by key (by id if private)
   Namespace ns = Namespace::posix;
   std::uint64_t size = 0;                    ///< bytes
   std::uint32_t mode = 0;                    ///< permission bits (0777 mask)

@@ -42,6 +42,12 @@ Result<int> sysv_get(std::int32_t key, std::size_t size, SysvFlags flags) {
 Result<void*> sysv_attach(int id, bool read_only, void* address) {
   void* base = ::shmat(id, address, read_only ? SHM_RDONLY : 0);
   if (base == reinterpret_cast<void*>(-1)) {  // NOLINT: shmat's documented failure value
+    // shmat says EINVAL both for a misaligned address and for one already in use; tell
+    // the second apart, as mmap's MAP_FIXED_NOREPLACE does.
+    if (errno == EINVAL && address != nullptr &&
+        reinterpret_cast<std::uintptr_t>(address) % SHMLBA == 0) {
+      return Result<void*>::fail(EEXIST);
+    }
     return Result<void*>::fail(errno);
   }
   return base;

@@ -166,7 +166,7 @@ std::string Name::str() const {
   char buf[32];
   switch (sysv) {
     case SysvForm::key:
-      std::snprintf(buf, sizeof buf, "sysv:0x%x", static_cast<std::uint32_t>(key));
+      std::snprintf(buf, sizeof buf, "sysv:0x%08x", static_cast<std::uint32_t>(key));
       return buf;
     case SysvForm::ftok: return "sysv:@" + path + ":" + std::to_string(proj);
     case SysvForm::id: return "sysv:id=" + std::to_string(id);

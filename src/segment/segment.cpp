@@ -33,19 +33,20 @@ void check(os::Status s, const std::string& object, const char* operation) {
 }
 
 // The System V id a name refers to (resolving a key or an ftok path), without creating.
-int resolve_sysv_id(const Name& name, const std::string& object) {
+// Failures name `operation`, the call the caller was making.
+int resolve_sysv_id(const Name& name, const std::string& object, const char* operation = "open") {
   switch (name.sysv) {
     case SysvForm::id:
       // shmctl answers EINVAL for an id that does not exist; ENOENT says what happened.
       if (auto st = os::sysv_stat(name.id); !st.ok()) {
-        throw Error(st.error() == EINVAL ? ENOENT : st.error(), object, "open");
+        throw Error(st.error() == EINVAL ? ENOENT : st.error(), object, operation);
       }
       return name.id;
     case SysvForm::key:
-      return check(os::sysv_get(name.key, 0, {}), object, "open");
+      return check(os::sysv_get(name.key, 0, {}), object, operation);
     case SysvForm::ftok: {
       const auto key = check(os::ftok(name.path, name.proj), object, "ftok");
-      return check(os::sysv_get(key, 0, {}), object, "open");
+      return check(os::sysv_get(key, 0, {}), object, operation);
     }
     case SysvForm::private_key:
       throw Error(EINVAL, object, "open",
@@ -298,7 +299,7 @@ void Segment::remove(std::string_view text) {
   const Name name = Name::parse(text);
   const std::string object(text);
   if (name.ns == Namespace::sysv) {
-    const int id = resolve_sysv_id(name, object);
+    const int id = resolve_sysv_id(name, object, "remove");
     check(os::sysv_remove(id), object, "remove");
     return;
   }
@@ -322,7 +323,7 @@ SegmentStat Segment::stat(std::string_view text) {
   const Name name = Name::parse(text);
   const std::string object(text);
   if (name.ns == Namespace::sysv) {
-    const int id = resolve_sysv_id(name, object);
+    const int id = resolve_sysv_id(name, object, "stat");
     return stat_from_sysv(check(os::sysv_stat(id), object, "stat"), id);
   }
   const std::string path = name.ns == Namespace::posix

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "test_support.hpp"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,9 +10,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -114,6 +117,72 @@ int exit_code(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+const char* to_string(Kind kind) {
+  switch (kind) {
+    case Kind::posix:
+      return "posix";
+    case Kind::sysv_key:
+      return "sysv_key";
+    case Kind::sysv_ftok:
+      return "sysv_ftok";
+    case Kind::file:
+      return "file";
+  }
+  return "unknown";
+}
+
+void PrintTo(Kind kind, std::ostream* os) { *os << to_string(kind); }
+
+std::string make_name(Kind kind, const TempDir& dir, const std::string& tag) {
+  switch (kind) {
+    case Kind::posix:
+      return unique_name("/", tag);
+    case Kind::sysv_key:
+      return unique_sysv_key();
+    case Kind::sysv_ftok: {
+      const std::string path = dir.path() + "/" + unique_name("", tag) + ".key";
+      std::ofstream(path).put('k');
+      return "sysv:@" + path + ":7";
+    }
+    case Kind::file:
+      return "file:" + dir.path() + "/" + unique_name("", tag);
+  }
+  return {};
+}
+
+int run_program(const std::vector<std::string>& argv, std::string* output) {
+  if (argv.empty()) return -1;
+  int fds[2] = {-1, -1};
+  if (output != nullptr && ::pipe2(fds, O_CLOEXEC) != 0) return -1;
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (output != nullptr) ::dup2(fds[1], STDOUT_FILENO);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  if (output != nullptr) {
+    ::close(fds[1]);
+    output->clear();
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fds[0], buf, sizeof buf);
+      if (n > 0) {
+        output->append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        break;
+      }
+    }
+    ::close(fds[0]);
+  }
+  return wait_child(pid);
 }
 
 }  // namespace shmkit::test

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <functional>
+#include <iosfwd>
 #include <string>
+#include <vector>
 
 namespace shmkit::test {
 
@@ -63,5 +65,22 @@ class TempDir {
 
 /// True if /proc/meminfo reports HugePages_Total of 0 (no huge pages reserved).
 bool no_huge_pages();
+
+/// The named namespaces a test can run in (System V twice: by key and by ftok).
+enum class Kind { posix, sysv_key, sysv_ftok, file };
+
+/// "posix", "sysv_key", "sysv_ftok" or "file" (usable as a gtest parameter name).
+const char* to_string(Kind kind);
+
+/// Prints a Kind in gtest messages.
+void PrintTo(Kind kind, std::ostream* os);
+
+/// Returns a unique name of `kind`. For sysv_ftok it creates the file the key is made from
+/// in `dir`; for file the object's path is in `dir` (neither outlives `dir`).
+std::string make_name(Kind kind, const TempDir& dir, const std::string& tag);
+
+/// Runs a program (argv[0] looked up in PATH) without a shell and returns its wait status,
+/// or -1 if it could not be started. Its stdout goes to `output` when given.
+int run_program(const std::vector<std::string>& argv, std::string* output = nullptr);
 
 }  // namespace shmkit::test

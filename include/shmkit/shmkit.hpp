@@ -2,7 +2,13 @@
 // Everything shmkit offers, in one include.
 #pragma once
 
+#include "shmkit/barrier.hpp"
+#include "shmkit/condition.hpp"
 #include "shmkit/error.hpp"
+#include "shmkit/event.hpp"
+#include "shmkit/mutex.hpp"
 #include "shmkit/name.hpp"
 #include "shmkit/segment.hpp"
+#include "shmkit/semaphore.hpp"
+#include "shmkit/shared_mutex.hpp"
 #include "shmkit/version.hpp"

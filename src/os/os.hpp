@@ -164,8 +164,35 @@ struct SysvEntry {
 /// Every System V segment, from /proc/sysvipc/shm.
 Result<std::vector<SysvEntry>> sysv_list();
 
-// ---- Processes ----
+// ---- Processes, threads and futexes ----
 
 std::int32_t getpid() noexcept;
+/// The calling thread's kernel id (gettid).
+std::int32_t gettid() noexcept;
+/// True unless the thread `tid` has exited (gone, zombie or dead per /proc/<tid>/stat).
+/// Slow (reads /proc); for recovery paths only.
+bool thread_alive(std::int32_t tid) noexcept;
+/// get_robust_list(0): the calling thread's registered robust-futex list head, or nullptr.
+/// `length` receives the head's size as registered.
+void* robust_list_head(std::size_t* length) noexcept;
+/// Registers `child` to run in the child after fork() (pthread_atfork).
+Status at_fork_child(void (*child)()) noexcept;
+/// CLOCK_MONOTONIC in nanoseconds (the clock of std::chrono::steady_clock).
+std::int64_t monotonic_ns() noexcept;
+
+/// Registers this process for heavy_fence() (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED), so
+/// that its threads may pair plain loads and stores with a peer's heavy_fence().
+Status register_for_heavy_fence() noexcept;
+/// Runs a full memory barrier on every CPU running a registered process
+/// (MEMBARRIER_CMD_GLOBAL_EXPEDITED): the slow side of an asymmetric Dekker fence.
+Status heavy_fence() noexcept;
+
+/// FUTEX_WAIT_BITSET (shared, never FUTEX_PRIVATE_FLAG) on the 32-bit word at `word`: sleeps
+/// while it holds `expected`, until woken or until `deadline_ns` (CLOCK_MONOTONIC, absolute;
+/// negative: no deadline). Returns 0 when woken or interrupted (callers re-check and loop),
+/// EAGAIN when the word no longer held `expected`, ETIMEDOUT at the deadline.
+int futex_wait(const void* word, std::uint32_t expected, std::int64_t deadline_ns) noexcept;
+/// FUTEX_WAKE (shared): wakes up to `count` sleepers on `word`; returns how many woke.
+int futex_wake(const void* word, int count) noexcept;
 
 }  // namespace shmkit::os

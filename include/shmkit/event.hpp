@@ -44,15 +44,15 @@ class SHMKIT_API Event {
   void notify_one() noexcept { notify(1); }
   void notify_all() noexcept { notify(0x7fffffff); }
 
-  /// Waits until `ready()` is true: spins for up to `spin`, then sleeps. Returns false if
-  /// `deadline` passed first.
+  /// Waits until `ready()` is true: spins for up to `spin` (not at all on a machine with
+  /// one CPU), then sleeps. Returns false if `deadline` passed first.
   template <class Pred>
   bool wait_for_condition(Pred ready, std::chrono::steady_clock::time_point deadline =
                                           std::chrono::steady_clock::time_point::max(),
                           std::chrono::nanoseconds spin = std::chrono::microseconds(20)) {
     if (ready()) return true;
     const auto spin_end = std::chrono::steady_clock::now() + spin;
-    for (unsigned i = 1;; ++i) {
+    for (unsigned i = 1; detail::this_thread().spin; ++i) {
       if (ready()) return true;
       detail::cpu_relax();
       if ((i & 63) == 0 && std::chrono::steady_clock::now() >= spin_end) break;

@@ -34,6 +34,9 @@ struct CreateOptions {
   bool truncate = false;         ///< non-exclusive create: cut an existing object first (O_TRUNC)
   bool remove_on_close = false;  ///< remove the name when this Segment is destroyed
   bool huge_pages = false;       ///< back with huge pages (sysv, anonymous, file on hugetlbfs)
+  /// Map this many bytes (if more than the size), so that growing, here or in another
+  /// process, never moves the mapping: data() stays fixed. POSIX, file and anonymous only.
+  std::size_t reserve = 0;
 };
 
 /// Settings for opening an existing segment.
@@ -44,6 +47,8 @@ struct OpenOptions {
   /// Map at exactly this address (page-aligned; SHMLBA for System V), or fail with EEXIST
   /// when something is mapped there. nullptr lets the system choose (recommended).
   void* address = nullptr;
+  /// As CreateOptions::reserve: map this many bytes so that growth never moves the mapping.
+  std::size_t reserve = 0;
 };
 
 /// What the kernel knows about a segment. Fields a namespace does not have are empty.
@@ -119,9 +124,12 @@ class SHMKIT_API Segment {
   bool created() const noexcept { return created_; }
   bool writable() const noexcept { return writable_; }
 
-  /// Mapped bytes. After grow() or refresh() the address may change.
+  /// The usable bytes. After grow() or refresh() the address may change, unless the growth
+  /// fits in what was reserved.
   void* data() const noexcept { return base_; }
   std::size_t size() const noexcept { return size_; }
+  /// Bytes of address space mapped (at least size(); more when a reserve was asked for).
+  std::size_t reserved() const noexcept { return mapped_; }
   std::span<std::byte> bytes() const noexcept {
     return {static_cast<std::byte*>(base_), size_};
   }
@@ -187,6 +195,7 @@ class SHMKIT_API Segment {
   Name name_;
   void* base_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t mapped_ = 0;
   int fd_ = -1;
   int shmid_ = -1;
   bool open_ = false;

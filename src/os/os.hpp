@@ -177,6 +177,8 @@ bool thread_alive(std::int32_t tid) noexcept;
 void* robust_list_head(std::size_t* length) noexcept;
 /// Registers `child` to run in the child after fork() (pthread_atfork).
 Status at_fork_child(void (*child)()) noexcept;
+/// How many CPUs are online (sysconf); 1 on failure.
+int cpus_online() noexcept;
 /// CLOCK_MONOTONIC in nanoseconds (the clock of std::chrono::steady_clock).
 std::int64_t monotonic_ns() noexcept;
 

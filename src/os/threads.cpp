@@ -44,6 +44,11 @@ Status at_fork_child(void (*child)()) noexcept {
   return err == 0 ? Status{} : Status::fail(err);
 }
 
+int cpus_online() noexcept {
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
 std::int64_t monotonic_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -141,15 +141,16 @@ Segment Segment::create(std::string_view text, std::size_t size, const CreateOpt
     const auto drop_created = [&] {
       if (seg.created_) (void)os::sysv_remove(seg.shmid_);
     };
-    auto st = os::sysv_stat(seg.shmid_);
-    if (!st.ok()) {
-      drop_created();
-      throw Error(st.error(), object, "stat");
-    }
-    if (st.value().size < size) {
-      throw Error(EINVAL, object, "open",
-                  "the existing segment has " + std::to_string(st.value().size) +
-                      " bytes and System V segments cannot grow");
+    std::uint64_t segment_size = size;  // created here: exactly `size`
+    if (!seg.created_) {
+      auto st = os::sysv_stat(seg.shmid_);
+      if (!st.ok()) throw Error(st.error(), object, "stat");
+      segment_size = st.value().size;
+      if (segment_size < size) {
+        throw Error(EINVAL, object, "open",
+                    "the existing segment has " + std::to_string(segment_size) +
+                        " bytes and System V segments cannot grow");
+      }
     }
     auto base = os::sysv_attach(seg.shmid_, false);
     if (!base.ok()) {
@@ -157,7 +158,8 @@ Segment Segment::create(std::string_view text, std::size_t size, const CreateOpt
       throw Error(base.error(), object, "attach");
     }
     seg.base_ = base.value();
-    seg.size_ = st.value().size;
+    seg.size_ = static_cast<std::size_t>(segment_size);
+    seg.mapped_ = seg.size_;
     seg.open_ = true;
     if (seg.created_) {
       // Commit now: a shortage is an error here, not a fault at first touch. EINVAL means a
@@ -221,13 +223,19 @@ Segment Segment::create(std::string_view text, std::size_t size, const CreateOpt
     (void)fail(s.error(), "commit");
     throw creation_error(s.error(), object, "commit", options.huge_pages);
   }
-  auto st = os::fstat(seg.fd_);
-  if (!st.ok()) throw fail(st.error(), "stat");
-  const std::size_t mapped = static_cast<std::size_t>(st.value().size);
+  // Created here: exactly `size`. Opened: whatever it is now (at least `size`).
+  std::size_t have = size;
+  if (!seg.created_) {
+    auto st = os::fstat(seg.fd_);
+    if (!st.ok()) throw fail(st.error(), "stat");
+    have = static_cast<std::size_t>(st.value().size);
+  }
+  const std::size_t mapped = std::max(have, options.reserve);
   auto base = os::map(seg.fd_, mapped, os::Protection::read_write);
   if (!base.ok()) throw fail(base.error(), "map");
   seg.base_ = base.value();
-  seg.size_ = mapped;
+  seg.size_ = have;
+  seg.mapped_ = mapped;
   return seg;
 }
 
@@ -259,6 +267,7 @@ Segment Segment::open(std::string_view text, const OpenOptions& options) {
     if (options.size > st.size) throw too_small(st.size);
     seg.base_ = check(os::sysv_attach(seg.shmid_, read_only, options.address), object, "attach");
     seg.size_ = options.size != 0 ? options.size : static_cast<std::size_t>(st.size);
+    seg.mapped_ = seg.size_;
     seg.open_ = true;
     return seg;
   }
@@ -269,10 +278,12 @@ Segment Segment::open(std::string_view text, const OpenOptions& options) {
   if (!st.regular) throw Error(EINVAL, object, "open", "not a regular file");
   if (options.size > st.size) throw too_small(st.size);
   seg.size_ = options.size != 0 ? options.size : static_cast<std::size_t>(st.size);
-  if (seg.size_ != 0) {
+  const std::size_t mapped = std::max(seg.size_, options.reserve);
+  if (mapped != 0) {
     const auto prot = read_only ? os::Protection::read : os::Protection::read_write;
-    seg.base_ = check(os::map(seg.fd_, seg.size_, prot, options.address, options.address != nullptr),
+    seg.base_ = check(os::map(seg.fd_, mapped, prot, options.address, options.address != nullptr),
                       object, "map");
+    seg.mapped_ = mapped;
   }
   return seg;
 }
@@ -288,8 +299,10 @@ Segment Segment::create_anonymous(std::size_t size, const CreateOptions& options
   if (auto s = os::allocate(seg.fd_, size); !s.ok()) {
     throw creation_error(s.error(), kAnonymousLabel, "commit", options.huge_pages);
   }
-  seg.base_ = check(os::map(seg.fd_, size, os::Protection::read_write), kAnonymousLabel, "map");
+  const std::size_t mapped = std::max(size, options.reserve);
+  seg.base_ = check(os::map(seg.fd_, mapped, os::Protection::read_write), kAnonymousLabel, "map");
   seg.size_ = size;
+  seg.mapped_ = mapped;
   return seg;
 }
 
@@ -342,6 +355,7 @@ Segment::Segment(Segment&& other) noexcept
     : name_(std::move(other.name_)),
       base_(std::exchange(other.base_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      mapped_(std::exchange(other.mapped_, 0)),
       fd_(std::exchange(other.fd_, -1)),
       shmid_(std::exchange(other.shmid_, -1)),
       open_(std::exchange(other.open_, false)),
@@ -355,6 +369,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
     name_ = std::move(other.name_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    mapped_ = std::exchange(other.mapped_, 0);
     fd_ = std::exchange(other.fd_, -1);
     shmid_ = std::exchange(other.shmid_, -1);
     open_ = std::exchange(other.open_, false);
@@ -369,11 +384,10 @@ void Segment::close() { release(true); }
 
 void Segment::release(bool throw_errors) {
   if (!open_) return;
-  const std::string object = label_of(name_);
   std::optional<Error> first;
   const auto note = [&](os::Status s, const char* operation) {
     if (s.ok()) return;
-    Error e(s.error(), object, operation);
+    Error e(s.error(), label_of(name_), operation);
     if (!first) first = e;
     else report_error(e);
   };
@@ -381,7 +395,7 @@ void Segment::release(bool throw_errors) {
     if (base_ != nullptr) note(os::sysv_detach(base_), "detach");
     if (remove_on_close_) note(os::sysv_remove(shmid_), "remove");
   } else {
-    if (base_ != nullptr) note(os::unmap(base_, size_), "unmap");
+    if (base_ != nullptr) note(os::unmap(base_, mapped_), "unmap");
     if (fd_ >= 0) note(os::close(fd_), "close");
     if (remove_on_close_ && name_.ns != Namespace::anonymous) {
       note(unlink_posix_or_file(name_), "remove");
@@ -389,6 +403,7 @@ void Segment::release(bool throw_errors) {
   }
   base_ = nullptr;
   size_ = 0;
+  mapped_ = 0;
   fd_ = -1;
   shmid_ = -1;
   open_ = false;
@@ -428,8 +443,10 @@ void Segment::grow(std::size_t new_size) {
   check(os::allocate(fd_, new_size), object, "grow");
   if (base_ == nullptr) {
     base_ = check(os::map(fd_, new_size, os::Protection::read_write), object, "map");
-  } else {
-    base_ = check(os::remap(base_, size_, new_size), object, "remap");
+    mapped_ = new_size;
+  } else if (new_size > mapped_) {
+    base_ = check(os::remap(base_, mapped_, new_size), object, "remap");
+    mapped_ = new_size;
   }
   size_ = new_size;
 }
@@ -441,14 +458,21 @@ bool Segment::refresh() {
   const auto st = check(os::fstat(fd_), object, "stat");
   const auto now = static_cast<std::size_t>(st.size);
   if (now == size_) return false;
+  if (base_ != nullptr && now <= mapped_) {
+    size_ = now;  // within the reservation: the mapping already covers it
+    return true;
+  }
   if (now == 0) {
-    check(os::unmap(base_, size_), object, "unmap");
+    check(os::unmap(base_, mapped_), object, "unmap");
     base_ = nullptr;
+    mapped_ = 0;
   } else if (base_ == nullptr) {
     const auto prot = writable_ ? os::Protection::read_write : os::Protection::read;
     base_ = check(os::map(fd_, now, prot), object, "map");
+    mapped_ = now;
   } else {
-    base_ = check(os::remap(base_, size_, now), object, "remap");
+    base_ = check(os::remap(base_, mapped_, now), object, "remap");
+    mapped_ = now;
   }
   size_ = now;
   return true;

@@ -100,7 +100,7 @@ BarrierStatus Barrier::arrive_and_wait_until(
                                        : sync::deadline_ns(deadline);
   // Spin briefly: the last party is often just behind.
   const std::int64_t spin_end = os::monotonic_ns() + sync::kSpinNs;
-  for (unsigned i = 1;; ++i) {
+  for (unsigned i = 1; detail::tls_state.spin; ++i) {
     if ((state_.load(std::memory_order_acquire) >> 16) != gen) {
       return broken() ? BarrierStatus::broken : BarrierStatus::released;
     }

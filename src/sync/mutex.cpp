@@ -106,7 +106,7 @@ LockStatus Mutex::acquire_slow(detail::ThreadState& ts, std::int64_t deadline_ns
       leave();
       return LockStatus::busy;
     }
-    if (spins < sync::kSpinLimit) {
+    if (ts.spin && spins < sync::kSpinLimit) {
       ++spins;
       detail::cpu_relax();
       continue;

@@ -25,8 +25,9 @@ void Semaphore::note_wait(bool blocked) noexcept {
 
 bool Semaphore::wait_slow(std::int64_t deadline_ns) noexcept {
   // Spin first: the unit usually comes from another core in well under the cost of a sleep.
+  // With one CPU to run on, spinning would only keep the poster from running.
   const std::int64_t spin_end = os::monotonic_ns() + sync::kSpinNs;
-  for (unsigned i = 1;; ++i) {
+  for (unsigned i = 1; detail::this_thread().spin; ++i) {
     if (count_.load(std::memory_order_relaxed) != 0 && try_wait_raw()) {
       if (flags_.load(std::memory_order_relaxed) != 0) note_wait(false);
       return true;

@@ -72,10 +72,11 @@ LockStatus SharedMutex::acquire_until(std::chrono::steady_clock::time_point dead
 
 bool SharedMutex::drain_readers(std::int64_t deadline_ns) noexcept {
   int spins = 0;
+  const bool spin = detail::this_thread().spin;
   for (;;) {
     const std::uint32_t seen = drain_.load(std::memory_order_seq_cst);
     if (readers() == 0) return true;
-    if (spins < sync::kSpinLimit) {
+    if (spin && spins < sync::kSpinLimit) {
       ++spins;
       detail::cpu_relax();
       continue;
@@ -200,7 +201,7 @@ LockStatus SharedMutex::acquire_shared_until_ns(std::int64_t deadline_ns, bool o
       leave();
       return LockStatus::busy;
     }
-    if (spins < sync::kSpinLimit) {
+    if (ts.spin && spins < sync::kSpinLimit) {
       ++spins;
       detail::cpu_relax();
       continue;

@@ -54,6 +54,8 @@ ThreadState& init_thread_state() noexcept {
   ts.head = ts.robust ? head : nullptr;
   ts.light_release = registered_for_heavy_fence();
   ts.heavy_fence = os::heavy_fence().ok();
+  // Not this thread's affinity: a pinned thread's partner usually runs on another CPU.
+  ts.spin = os::cpus_online() > 1;
   ts.tid = os::gettid();
   return ts;
 }

@@ -16,10 +16,11 @@ namespace shmkit::sync {
 /// PAUSE iterations before a lock sleeps (~5-10 µs on current x86).
 inline constexpr int kSpinLimit = 200;
 
-/// How long a semaphore or event waiter spins before it sleeps. Waking a sleeping process on
-/// another core costs tens of microseconds on small VMs; a spin this long catches most
-/// hand-offs in a request/response exchange.
-inline constexpr std::int64_t kSpinNs = 20'000;
+/// How long a semaphore or barrier waiter spins before it sleeps. It must outlast one
+/// sleep-to-wake of the partner (about 35-45 µs across cores on a small VM): if it were
+/// shorter, two processes handing a unit back and forth would each find the other asleep on
+/// every exchange and never get back to spinning.
+inline constexpr std::int64_t kSpinNs = 100'000;
 
 /// How often a sleeper wakes to check peers' liveness.
 inline constexpr std::int64_t kPeerCheckNs = 100'000'000;

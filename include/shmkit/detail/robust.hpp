@@ -71,6 +71,7 @@ struct ThreadState {
   bool robust;         // words are linked into `head`
   bool light_release;  // this process answers heavy fences: release may be store + load
   bool heavy_fence;    // this thread can issue heavy fences when it goes to sleep
+  bool spin;           // the machine has more than one CPU: spinning can see a partner's progress
   RobustHead* head;    // this thread's robust list (glibc's)
 };
 

@@ -37,6 +37,8 @@ struct CreateOptions {
   /// Map this many bytes (if more than the size), so that growing, here or in another
   /// process, never moves the mapping: data() stays fixed. POSIX, file and anonymous only.
   std::size_t reserve = 0;
+  /// Map at exactly this address, or fail with EEXIST when something is mapped there.
+  void* address = nullptr;
 };
 
 /// Settings for opening an existing segment.

@@ -167,6 +167,12 @@ Result<std::vector<SysvEntry>> sysv_list();
 // ---- Processes, threads and futexes ----
 
 std::int32_t getpid() noexcept;
+/// When process `pid` started (field 22 of /proc/<pid>/stat, clock ticks since boot), or 0
+/// when it does not exist or is a zombie. With the pid, it names a process even across pid
+/// reuse. Slow (reads /proc).
+std::uint64_t process_start_time(std::int32_t pid) noexcept;
+/// CLOCK_REALTIME in nanoseconds.
+std::int64_t realtime_ns() noexcept;
 /// The calling thread's kernel id (gettid).
 std::int32_t gettid() noexcept;
 /// True unless the thread `tid` has exited (gone, zombie or dead per /proc/<tid>/stat).

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "os/os.hpp"
@@ -29,6 +30,32 @@ bool thread_alive(std::int32_t tid) noexcept {
   if (paren == std::string::npos || paren + 2 >= text.value().size()) return true;
   const char state = text.value()[paren + 2];
   return state != 'Z' && state != 'X' && state != 'x';
+}
+
+std::uint64_t process_start_time(std::int32_t pid) noexcept {
+  if (pid <= 0) return 0;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  auto text = read_small_file(path);
+  if (!text.ok()) return 0;
+  const std::string& t = text.value();
+  const auto paren = t.rfind(')');
+  if (paren == std::string::npos) return 0;
+  // After "pid (comm)": field 3 is the state, field 22 the start time.
+  std::size_t pos = paren + 2;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'X' || t[pos] == 'x')) return 0;
+  for (int field = 3; field < 22; ++field) {
+    pos = t.find(' ', pos);
+    if (pos == std::string::npos) return 0;
+    ++pos;
+  }
+  return std::strtoull(t.c_str() + pos, nullptr, 10);
+}
+
+std::int64_t realtime_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 void* robust_list_head(std::size_t* length) noexcept {

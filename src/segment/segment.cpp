@@ -152,7 +152,7 @@ Segment Segment::create(std::string_view text, std::size_t size, const CreateOpt
                         " bytes and System V segments cannot grow");
       }
     }
-    auto base = os::sysv_attach(seg.shmid_, false);
+    auto base = os::sysv_attach(seg.shmid_, false, options.address);
     if (!base.ok()) {
       drop_created();
       throw Error(base.error(), object, "attach");
@@ -231,7 +231,8 @@ Segment Segment::create(std::string_view text, std::size_t size, const CreateOpt
     have = static_cast<std::size_t>(st.value().size);
   }
   const std::size_t mapped = std::max(have, options.reserve);
-  auto base = os::map(seg.fd_, mapped, os::Protection::read_write);
+  auto base = os::map(seg.fd_, mapped, os::Protection::read_write, options.address,
+                      options.address != nullptr);
   if (!base.ok()) throw fail(base.error(), "map");
   seg.base_ = base.value();
   seg.size_ = have;
@@ -300,7 +301,9 @@ Segment Segment::create_anonymous(std::size_t size, const CreateOptions& options
     throw creation_error(s.error(), kAnonymousLabel, "commit", options.huge_pages);
   }
   const std::size_t mapped = std::max(size, options.reserve);
-  seg.base_ = check(os::map(seg.fd_, mapped, os::Protection::read_write), kAnonymousLabel, "map");
+  seg.base_ = check(os::map(seg.fd_, mapped, os::Protection::read_write, options.address,
+                            options.address != nullptr),
+                    kAnonymousLabel, "map");
   seg.size_ = size;
   seg.mapped_ = mapped;
   return seg;

@@ -210,8 +210,8 @@ bool Mutex::metering() const noexcept {
 
 LockMeter Mutex::meter() const noexcept {
   LockMeter m;
-  m.owner_deaths = rw_.aux[2];
   if (!metering()) return m;
+  m.owner_deaths = rw_.aux[2];
   m.acquisitions = acquisitions_;
   m.contended = contended_;
   m.wait_ns = wait_ns_;

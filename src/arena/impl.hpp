@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+// ArenaImpl: one process's handle on an arena — its mapping, its user slot, and the heaps its
+// threads own. Shared by the arena layer's files.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "arena/layout.hpp"
+#include "shmkit/arena.hpp"
+#include "shmkit/segment.hpp"
+
+namespace shmkit::detail {
+
+struct ArenaImpl {
+  Segment segment;
+  std::byte* base = nullptr;
+  arena::ArenaHeader* header = nullptr;
+  std::uint64_t uid = 0;        // process-unique id of this handle (thread caches key on it)
+  std::int32_t pid = 0;         // the process that joined (a forked child must join anew)
+  std::uint32_t user = 0;       // our UserSlot index + 1
+  bool created = false;         // this handle ran the initialiser
+  std::uint64_t pending_entry = 0;   // directory entry being constructed (lock held), offset
+  std::mutex heaps_mutex;       // guards `heaps`
+  std::vector<std::uint32_t> heaps;  // heap indices our threads own (to release at close)
+
+  // ---- Layout helpers ----
+  arena::UserSlot* users() const noexcept {
+    return reinterpret_cast<arena::UserSlot*>(base + header->users_offset);
+  }
+  arena::HeapSlot* heap(std::uint32_t index) const noexcept {
+    return reinterpret_cast<arena::HeapSlot*>(base + header->heaps_offset) + index;
+  }
+  std::atomic_ref<std::uint8_t> frame_kind(std::uint32_t frame) const noexcept {
+    return std::atomic_ref<std::uint8_t>(
+        *reinterpret_cast<std::uint8_t*>(base + header->frame_map_offset + frame));
+  }
+  arena::SpanHeader* span(std::uint32_t frame) const noexcept {
+    return reinterpret_cast<arena::SpanHeader*>(base + (std::uint64_t{frame} << arena::kFrameShift));
+  }
+  std::uint32_t frames_now() const noexcept {
+    return static_cast<std::uint32_t>(header->size.load(std::memory_order_acquire) >>
+                                      arena::kFrameShift);
+  }
+  std::string label() const { return segment.name().str(); }
+
+  // ---- Allocation (alloc.cpp) ----
+  void* allocate(std::size_t size, std::size_t align) noexcept;
+  void deallocate(void* p);  // throws Error(EINVAL) for a pointer that is not a live block
+  std::size_t block_size(const void* p) const;
+  arena::HeapSlot* my_heap() noexcept;  // nullptr when no heap slot is free
+  void release_heaps() noexcept;        // at close: hand our threads' heaps back
+
+  // ---- Frames (frames.cpp), under arena_lock ----
+  std::uint32_t take_frames(std::uint32_t count) noexcept;  // 0 when full and cannot grow
+  void give_frames(std::uint32_t first, std::uint32_t count) noexcept;
+  bool grow_for(std::uint32_t frames) noexcept;
+
+  // ---- Users (arena.cpp) ----
+  void join();                          // claims a user slot (EUSERS when full)
+  void leave() noexcept;
+  std::uint32_t recover_dead() noexcept;  // under arena_lock
+  void ensure_joined();                 // after fork, the child joins as itself
+};
+
+/// The registry of live handles in this process, by uid (thread exit releases heaps through it).
+ArenaImpl* find_impl_by_base(const void* base) noexcept;
+void register_impl(ArenaImpl* impl);
+void unregister_impl(ArenaImpl* impl) noexcept;
+
+/// Locks `m`; a dead previous owner is accepted (the caller repairs what it protects, then
+/// marks it consistent) — the arena's own locks are always repairable.
+struct ArenaLock {
+  explicit ArenaLock(Mutex& m) noexcept;
+  ~ArenaLock() { mutex.unlock(); }
+  ArenaLock(const ArenaLock&) = delete;
+  ArenaLock& operator=(const ArenaLock&) = delete;
+  Mutex& mutex;
+  bool owner_died = false;
+};
+
+}  // namespace shmkit::detail

@@ -75,6 +75,23 @@ struct ArenaStats {
   std::vector<SizeClass> classes;  ///< every class that has a span
 };
 
+/// What `Arena::inspect` reads from an arena without joining it (for tools).
+struct ArenaInfo {
+  std::string name;
+  std::uint32_t version = 0;
+  std::uint64_t size = 0, max_size = 0;
+  bool autogrow = false, metering = false;
+  std::uint32_t max_users = 0, max_threads = 0, mode = 0;
+  std::uint64_t attach_address = 0;
+  std::uint64_t created_ns = 0;          ///< CLOCK_REALTIME at creation
+  std::uint64_t root = 0;                ///< the root datum's offset (0 = none)
+  std::vector<ArenaUser> users;          ///< joined processes, alive or dead
+  ArenaStats stats;
+  std::vector<std::string> names;        ///< named objects
+  std::uint64_t arena_lock_acquisitions = 0, arena_lock_contended = 0;  ///< with metering
+  std::uint64_t arena_lock_wait_ns = 0, arena_lock_owner_deaths = 0;
+};
+
 namespace detail {
 struct ArenaImpl;
 /// Allocation by the arena whose header is at `arena_base`, for Allocator<T>. Throws
@@ -107,6 +124,11 @@ class SHMKIT_API Arena {
   static Arena create_anonymous(const ArenaConfig& config = {}, const Init& init = {});
   /// Removes an arena's name (as Segment::remove).
   static void remove(std::string_view name);
+  /// True if `name` holds a shmkit arena (reads its header only; never throws).
+  static bool is_arena(std::string_view name) noexcept;
+  /// Reads an arena's header, users, statistics and names through a read-only mapping,
+  /// without joining it or taking its locks: a snapshot for tools. Throws Error as open().
+  static ArenaInfo inspect(std::string_view name);
 
   Arena() noexcept;
   ~Arena();

@@ -63,8 +63,11 @@ Geometry geometry(const ArenaConfig& c, const std::string& label) {
   return g;
 }
 
+}  // namespace
+
 // Foreign bytes: every field is checked before it is used.
-void validate(const ArenaHeader& h, std::uint64_t segment_size, const std::string& label) {
+void detail::validate_header(const ArenaHeader& h, std::uint64_t segment_size,
+                             const std::string& label) {
   const auto bad = [&](const std::string& why) { return Error(EINVAL, label, "open", why); };
   if (h.magic != kMagic) throw bad("not a shmkit arena (no arena header)");
   if (h.version != kFormatVersion) {
@@ -88,8 +91,6 @@ void validate(const ArenaHeader& h, std::uint64_t segment_size, const std::strin
   }
   if (segment_size < size) throw bad("the arena is truncated");
 }
-
-}  // namespace
 
 // ---- Users ----
 
@@ -245,7 +246,7 @@ struct ArenaAccess {
       ArenaLock lock(h.init_lock);
       const auto state = static_cast<ArenaState>(h.state.load(std::memory_order_acquire));
       if (state == ArenaState::ready) {
-        validate(h, impl->segment.size(), label);
+        detail::validate_header(h, impl->segment.size(), label);
         impl->join();
       } else if (config != nullptr) {
         // Empty, or its initialiser died (or threw): initialise from zero.

@@ -66,6 +66,11 @@ struct ArenaImpl {
   void ensure_joined();                 // after fork, the child joins as itself
 };
 
+/// Checks a header read from another process (foreign bytes) against `segment_size`.
+/// Throws Error(EINVAL) saying what is wrong.
+void validate_header(const arena::ArenaHeader& h, std::uint64_t segment_size,
+                     const std::string& label);
+
 /// The registry of live handles in this process, by uid (thread exit releases heaps through it).
 ArenaImpl* find_impl_by_base(const void* base) noexcept;
 void register_impl(ArenaImpl* impl);

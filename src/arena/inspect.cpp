@@ -2,12 +2,14 @@
 // Looking at an arena: statistics (mallinfo's figures, per size class) and check(), which
 // walks every structure and reports the first inconsistency. Both read bytes other processes
 // wrote, so every link is bounds-checked before it is followed.
+#include <cerrno>
 #include <cstdio>
 #include <set>
 #include <string>
 
 #include "arena/impl.hpp"
 #include "os/os.hpp"
+#include "shmkit/segment.hpp"
 
 namespace shmkit {
 
@@ -45,10 +47,12 @@ std::string walk(const ArenaImpl& a, std::uint32_t f, std::uint64_t head, std::u
 
 }  // namespace
 
-ArenaStats Arena::stats() {
-  ArenaImpl& a = *impl_;
+namespace {
+
+// Statistics from the frame map and span headers (the caller holds the lock, or accepts a
+// racy snapshot).
+ArenaStats compute_stats(const ArenaImpl& a) {
   ArenaStats st;
-  ArenaLock lock(a.header->arena_lock);
   st.size = a.header->size.load(std::memory_order_acquire);
   st.max_size = a.header->max_size;
   st.metadata = std::uint64_t{a.header->meta_frames} << kFrameShift;
@@ -98,6 +102,84 @@ ArenaStats Arena::stats() {
     if (a.heap(i)->owner_tid.load(std::memory_order_relaxed) != 0) ++st.heaps;
   }
   return st;
+}
+
+}  // namespace
+
+ArenaStats Arena::stats() {
+  ArenaLock lock(impl_->header->arena_lock);
+  return compute_stats(*impl_);
+}
+
+bool Arena::is_arena(std::string_view name) noexcept {
+  try {
+    OpenOptions o;
+    o.access = Access::read_only;
+    Segment seg = Segment::open(name, o);
+    return seg.size() >= sizeof(ArenaHeader) &&
+           static_cast<const ArenaHeader*>(seg.data())->magic == kMagic;
+  } catch (...) {
+    return false;
+  }
+}
+
+ArenaInfo Arena::inspect(std::string_view name) {
+  OpenOptions o;
+  o.access = Access::read_only;
+  ArenaImpl a;
+  a.segment = Segment::open(name, o);
+  a.base = static_cast<std::byte*>(a.segment.data());
+  a.header = reinterpret_cast<ArenaHeader*>(a.base);
+  const std::string label(name);
+  if (a.segment.size() < sizeof(ArenaHeader)) throw Error(EINVAL, label, "inspect", "too small to be an arena");
+  const ArenaHeader& h = *a.header;
+  detail::validate_header(h, a.segment.size(), label);
+  if (h.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ArenaState::ready)) {
+    throw Error(EINVAL, label, "inspect", "the arena is being initialised");
+  }
+  ArenaInfo info;
+  info.name = a.segment.name().str();
+  info.version = h.version;
+  info.size = h.size.load(std::memory_order_acquire);
+  info.max_size = h.max_size;
+  info.autogrow = (h.flags & kFlagAutogrow) != 0;
+  info.metering = (h.flags & kFlagMetering) != 0;
+  info.max_users = h.max_users;
+  info.max_threads = h.max_heaps;
+  info.mode = h.mode;
+  info.attach_address = h.attach_address;
+  info.created_ns = h.created_ns;
+  info.root = h.root.load(std::memory_order_acquire);
+  const UserSlot* slots = a.users();
+  for (std::uint32_t i = 0; i < h.max_users; ++i) {
+    if (slots[i].active.load(std::memory_order_acquire) == 0) continue;
+    ArenaUser u;
+    u.pid = slots[i].pid;
+    u.alive = slots[i].start_time != 0 && os::process_start_time(u.pid) == slots[i].start_time;
+    u.joined_ns = slots[i].joined_ns;
+    u.heaps = slots[i].heaps.load(std::memory_order_relaxed);
+    info.users.push_back(u);
+  }
+  info.stats = compute_stats(a);
+  const LockMeter m = h.arena_lock.meter();
+  info.arena_lock_acquisitions = m.acquisitions;
+  info.arena_lock_contended = m.contended;
+  info.arena_lock_wait_ns = m.wait_ns;
+  info.arena_lock_owner_deaths = m.owner_deaths;
+  const std::uint64_t dir = h.directory.load(std::memory_order_acquire);
+  if (dir != 0 && dir + sizeof(DirTable) <= info.size) {
+    const auto* t = reinterpret_cast<const DirTable*>(a.base + dir);
+    const auto* e = reinterpret_cast<const DirEntry*>(t + 1);
+    if (dir + sizeof(DirTable) + std::uint64_t{t->capacity} * sizeof(DirEntry) <= info.size) {
+      for (std::uint32_t i = 0; i < t->capacity; ++i) {
+        if (e[i].state == static_cast<std::uint32_t>(DirState::live) && e[i].name_len <= 255 &&
+            e[i].name + e[i].name_len <= info.size) {
+          info.names.emplace_back(reinterpret_cast<const char*>(a.base + e[i].name), e[i].name_len);
+        }
+      }
+    }
+  }
+  return info;
 }
 
 std::string Arena::check() {

@@ -66,12 +66,16 @@ ArenaStats compute_stats(const ArenaImpl& a) {
         const SpanHeader* s = a.span(f);
         if (s->size_class >= kClasses) break;
         ++st.frames_small;
+        // Blocks freed by other heaps but not yet collected by the owner are free too.
+        std::uint32_t remote = 0;
+        (void)walk(a, f, s->remote_free.load(std::memory_order_acquire), remote);
+        const std::uint32_t used = s->used >= remote ? s->used - remote : 0;
         auto& c = classes[s->size_class];
         c.block_size = s->block_size;
         ++c.spans;
         c.blocks += s->capacity;
-        c.in_use += s->used;
-        st.in_use += std::uint64_t{s->used} * s->block_size;
+        c.in_use += used;
+        st.in_use += std::uint64_t{used} * s->block_size;
         block_frames_bytes += kFrameSize;
         break;
       }

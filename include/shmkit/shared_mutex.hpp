@@ -71,6 +71,7 @@ class SHMKIT_API SharedMutex {
   void leave_shared(std::int32_t tid) noexcept;
   bool drain_readers(std::int64_t deadline_ns) noexcept;
   void wake_writer_if_waiting() noexcept;
+  void back_out(LockStatus st) noexcept;
 
   Mutex writer_;                               // exclusive owner (robust)
   std::atomic<std::uint32_t> drain_{0};        // futex: bumped when a reader leaves

@@ -3,6 +3,7 @@
 #include "shmkit/condition.hpp"
 
 #include "os/os.hpp"
+#include "shmkit/detail/robust.hpp"
 #include "sync/wait.hpp"
 
 namespace shmkit {
@@ -16,7 +17,20 @@ CondWait Condition::wait_until(Mutex& m, std::chrono::steady_clock::time_point d
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   m.unlock();
   CondWait r;
+  // A notify usually follows soon in a producer/consumer hand-off: spin before sleeping
+  // (a cross-core wake-up costs tens of microseconds on small VMs).
+  if (detail::this_thread().spin) {
+    const std::int64_t spin_end = os::monotonic_ns() + sync::kSpinNs;
+    for (unsigned i = 1; seq_.load(std::memory_order_acquire) == seq; ++i) {
+      detail::cpu_relax();
+      if ((i & 63) == 0 && (os::monotonic_ns() >= spin_end ||
+                            (deadline_ns >= 0 && os::monotonic_ns() >= deadline_ns))) {
+        break;
+      }
+    }
+  }
   for (;;) {
+    if (seq_.load(std::memory_order_acquire) != seq) break;
     const sync::Sleep s = sync::sleep_on(&seq_, seq, deadline_ns);
     if (s == sync::Sleep::timed_out) {
       r.timed_out = seq_.load(std::memory_order_relaxed) == seq;

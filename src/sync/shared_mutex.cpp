@@ -40,13 +40,31 @@ std::uint32_t SharedMutex::readers() const noexcept {
 
 // ---- Writers ----
 
+// Gives up the writer word without having used it. After owner_died it goes back still
+// marked, so that the next locker is told, as this caller would have been.
+void SharedMutex::back_out(LockStatus st) noexcept {
+  if (st != LockStatus::owner_died) {
+    unlock();
+    return;
+  }
+  detail::ThreadState& ts = detail::tls_state;
+  detail::robust_begin(ts, writer_.rw_);
+  detail::robust_unlink(ts, writer_.rw_);
+  writer_.state().fetch_and(~Mutex::kInconsistent, std::memory_order_relaxed);
+  --writer_.rw_.aux[2];  // the death will be counted again by whoever is told
+  const bool waiting = writer_.waiters().load(std::memory_order_relaxed) != 0;
+  writer_.rw_.word.store(kOwnerDied | (waiting ? kWaiters : 0), std::memory_order_release);
+  if (waiting) os::futex_wake(&writer_.rw_.word, INT_MAX);
+  detail::robust_end(ts);
+}
+
 LockStatus SharedMutex::acquire_until_ns(std::int64_t deadline_ns) noexcept {
   detail::ThreadState& ts = detail::this_thread();
   detail::robust_begin(ts, writer_.rw_);
   const LockStatus st = writer_.acquire_slow(ts, deadline_ns, false);
   if (st != LockStatus::acquired && st != LockStatus::owner_died) return st;
   if (!drain_readers(deadline_ns)) {
-    unlock();
+    back_out(st);
     return LockStatus::timed_out;
   }
   return st;
@@ -58,9 +76,7 @@ LockStatus SharedMutex::try_acquire() noexcept {
   const LockStatus st = writer_.acquire_slow(ts, -1, true);
   if (st != LockStatus::acquired && st != LockStatus::owner_died) return st;
   if (readers() != 0) {
-    // Readers are inside: a try does not wait for them. Undo quietly.
-    if (st == LockStatus::owner_died) return st;  // keep it: the repair must happen
-    unlock();
+    back_out(st);  // readers are inside: a try does not wait for them
     return LockStatus::busy;
   }
   return st;
@@ -185,7 +201,13 @@ LockStatus SharedMutex::acquire_shared_until_ns(std::int64_t deadline_ns, bool o
         const LockStatus st = writer_.acquire_slow(ts, -1, true);
         if (st == LockStatus::owner_died) {
           leave();
-          if (!drain_readers(-1)) return LockStatus::timed_out;
+          // Exclusive access needs the readers still inside to leave; a try or a deadline
+          // may not wait for that.
+          const bool drained = once ? readers() == 0 : drain_readers(deadline_ns);
+          if (!drained) {
+            back_out(st);
+            return once ? LockStatus::busy : LockStatus::timed_out;
+          }
           return st;
         }
         if (st == LockStatus::acquired) unlock();  // repaired meanwhile by someone else

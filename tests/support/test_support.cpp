@@ -2,24 +2,46 @@
 #include "test_support.hpp"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <ostream>
+#include <sstream>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "shmkit/segment.hpp"
+
+namespace shmkit {
+
+void PrintTo(LockStatus status, std::ostream* os) { *os << to_string(status); }
+
+void PrintTo(BarrierStatus status, std::ostream* os) {
+  static constexpr const char* kNames[] = {"released", "released_last", "broken", "timed_out"};
+  const auto i = static_cast<unsigned>(status);
+  if (i < std::size(kNames)) {
+    *os << kNames[i];
+  } else {
+    *os << "BarrierStatus(" << i << ")";
+  }
+}
+
+}  // namespace shmkit
 
 namespace shmkit::test {
 namespace {
@@ -74,6 +96,129 @@ int wait_child(int pid) {
     if (errno != EINTR) return -1;
   }
   return status;
+}
+
+namespace {
+
+// In a new child: die with the parent and after `limit_seconds`. The alarm survives exec.
+void limit_child(pid_t parent, unsigned limit_seconds) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(98);  // the parent died before prctl took effect
+  ::alarm(limit_seconds);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+Children::~Children() {
+  for (int pid : pids_) ::kill(pid, SIGKILL);
+  for (int pid : pids_) (void)wait_child(pid);
+}
+
+int Children::start(const std::function<int()>& body, unsigned limit_seconds) {
+  std::fflush(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    limit_child(parent, limit_seconds);
+    int rc = 99;
+    try {
+      rc = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+    }
+    std::fflush(nullptr);
+    ::_exit(rc);
+  }
+  pids_.push_back(pid);
+  return pid;
+}
+
+int Children::spawn(const std::vector<std::string>& argv, unsigned limit_seconds) {
+  if (argv.empty()) return -1;
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::fflush(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    limit_child(parent, limit_seconds);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  pids_.push_back(pid);
+  return pid;
+}
+
+int Children::wait(int pid, int limit_seconds) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(limit_seconds);
+  auto pause = std::chrono::microseconds(20);
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) {
+      status = -1;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > limit) {
+      std::fprintf(stderr, "child %d still running after %d s: killing it\n", pid, limit_seconds);
+      ::kill(pid, SIGKILL);
+      status = wait_child(pid);
+      break;
+    }
+    std::this_thread::sleep_for(pause);
+    if (pause < std::chrono::milliseconds(5)) pause *= 2;
+  }
+  std::erase(pids_, pid);
+  return status;
+}
+
+std::vector<int> Children::wait_all(int limit_seconds) {
+  std::vector<int> statuses;
+  const std::vector<int> pids = pids_;
+  for (int pid : pids) statuses.push_back(wait(pid, limit_seconds));
+  return statuses;
+}
+
+void Children::kill(int pid, int sig) {
+  if (std::find(pids_.begin(), pids_.end(), pid) != pids_.end()) ::kill(pid, sig);
+}
+
+bool wait_until_blocked(int tid, const void* object, std::size_t size, int limit_seconds) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(limit_seconds);
+  const std::string dir = "/proc/" + std::to_string(tid);
+  const auto begin = reinterpret_cast<std::uintptr_t>(object);
+  for (;;) {
+    // "202 0x7f12a4c3d000 0x89 ...": the system call's number, then its arguments.
+    std::istringstream syscall(read_text(dir + "/syscall"));
+    long number = -1;
+    std::string word;
+    if (syscall >> number) {
+      if (number == SYS_futex && syscall >> word) {
+        const std::uintptr_t address = std::strtoull(word.c_str(), nullptr, 16);
+        if (object == nullptr || (address >= begin && address < begin + size)) return true;
+      }
+    } else {
+      const std::string stat = read_text(dir + "/stat");
+      const auto paren = stat.rfind(')');
+      if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'S') {
+        return true;
+      }
+    }
+    if (std::chrono::steady_clock::now() > limit) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
 }
 
 bool wait_for_value(const std::atomic<int>& word, int value, int limit_seconds) {

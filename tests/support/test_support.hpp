@@ -4,10 +4,23 @@
 #pragma once
 
 #include <atomic>
+#include <csignal>
+#include <cstddef>
 #include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
+
+#include "shmkit/barrier.hpp"
+#include "shmkit/mutex.hpp"
+
+namespace shmkit {
+
+/// Lets gtest print lock and barrier outcomes by name ("owner_died", not "1-byte object").
+void PrintTo(LockStatus status, std::ostream* os);
+void PrintTo(BarrierStatus status, std::ostream* os);
+
+}  // namespace shmkit
 
 namespace shmkit::test {
 
@@ -44,6 +57,49 @@ int start_child(const std::function<int()>& body);
 
 /// Waits for a child started by start_child() and returns its wait status (-1 on error).
 int wait_child(int pid);
+
+/// The child processes of one test. Each child dies with the test process (PR_SET_PDEATHSIG)
+/// and by SIGALRM after its time limit, so a library bug that hangs it fails the test instead
+/// of hanging CI; whatever has not been reaped when the object is destroyed (an assertion
+/// returned early) is SIGKILLed and reaped, so no process outlives its test.
+class Children {
+ public:
+  Children() = default;
+  ~Children();
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+
+  /// Forks a child that runs `body` and exits with its return value (99 after printing an
+  /// exception). Returns its pid, or -1 if fork failed.
+  int start(const std::function<int()>& body, unsigned limit_seconds = 60);
+  /// Forks a child that execs `argv` (argv[0] is a path), with the same limits.
+  int spawn(const std::vector<std::string>& argv, unsigned limit_seconds = 60);
+  /// Reaps `pid` and returns its wait status; SIGKILLs it first if it is still running after
+  /// `limit_seconds` (a safety net: the status then says "killed by SIGKILL").
+  int wait(int pid, int limit_seconds = 60);
+  /// Reaps every child not yet reaped, in start order, and returns their wait statuses.
+  std::vector<int> wait_all(int limit_seconds = 60);
+  /// Sends `sig` to `pid`, a child of this object not yet reaped.
+  void kill(int pid, int sig = SIGKILL);
+  /// Children not yet reaped.
+  const std::vector<int>& running() const { return pids_; }
+
+ private:
+  std::vector<int> pids_;
+};
+
+/// Waits until thread `tid` sleeps in a futex wait (/proc/<tid>/syscall names futex; where
+/// that file cannot be read, /proc/<tid>/stat must say it sleeps). With `object`, the futex
+/// word must lie in [object, object + size): the address as this process maps it, which a
+/// forked child shares. False after `limit_seconds`.
+bool wait_until_blocked(int tid, const void* object = nullptr, std::size_t size = 0,
+                        int limit_seconds = 10);
+
+/// Waits until thread `tid` sleeps in a futex wait on a word inside `object`.
+template <class T>
+bool wait_until_blocked_on(int tid, const T& object, int limit_seconds = 10) {
+  return wait_until_blocked(tid, &object, sizeof(T), limit_seconds);
+}
 
 /// Waits until `word` holds `value` (another process stores it). Returns false if that has
 /// not happened after `limit_seconds`: a safety net against hangs, not a timing assertion.

@@ -44,6 +44,9 @@ struct ArenaConfig {
   /// Map the arena at this address in every process (IRIX CONF_ATTACHADDR): raw pointers into
   /// it are then valid everywhere. Opening fails with EEXIST where the address is taken.
   void* attach_address = nullptr;
+  /// Map the arena, in every process that joins, at the address where its creator mapped
+  /// it (IRIX's behaviour; what CONF_ATTACHADDR does without choosing the address).
+  bool same_address = false;
 };
 
 /// A process that joined an arena.

@@ -195,7 +195,9 @@ void initialise(ArenaImpl& a, const ArenaConfig& c, const Geometry& g, const Are
   h.frame_map_offset = g.frame_map_offset;
   h.mode = c.mode;
   h.max_size = g.max_size;
-  h.attach_address = reinterpret_cast<std::uintptr_t>(c.attach_address);
+  h.attach_address = c.attach_address != nullptr || c.same_address
+                         ? reinterpret_cast<std::uintptr_t>(a.base)
+                         : 0;
   h.created_ns = static_cast<std::uint64_t>(os::realtime_ns());
   h.frame_hint.store(g.meta_frames, std::memory_order_relaxed);
   h.size.store(std::min<std::uint64_t>(a.segment.size() / kFrameSize * kFrameSize, g.max_size),
@@ -259,6 +261,18 @@ struct ArenaAccess {
   }
 };
 
+namespace {
+
+// The arena's own header asks for at most this mapping, at this address.
+bool mapped_as_asked(const Arena& arena) {
+  const ArenaHeader& h = *static_cast<const ArenaHeader*>(arena.base());
+  return h.max_size <= arena.segment().reserved() &&
+         (h.attach_address == 0 ||
+          h.attach_address == reinterpret_cast<std::uintptr_t>(arena.base()));
+}
+
+}  // namespace
+
 Arena Arena::create(std::string_view name, const ArenaConfig& config, const Init& init) {
   const Geometry g = geometry(config, std::string(name));
   CreateOptions o;
@@ -283,33 +297,35 @@ Arena Arena::open_or_create(std::string_view name, const ArenaConfig& config, co
   const std::size_t size = static_cast<std::size_t>(std::max<std::uint64_t>(
       round_up(config.size, kFrameSize), g.min_size));
   Segment seg = Segment::open_or_create(name, std::min<std::size_t>(size, g.max_size), o);
-  // Joining an arena made bigger elsewhere: its own maximum decides the reservation.
-  auto* h = static_cast<const ArenaHeader*>(seg.data());
-  if (!seg.created() && h->magic == kMagic &&
-      (h->max_size > seg.reserved() ||
-       h->attach_address != reinterpret_cast<std::uintptr_t>(seg.data()))) {
-    OpenOptions reopen;
-    reopen.reserve = static_cast<std::size_t>(std::max<std::uint64_t>(h->max_size, seg.size()));
-    reopen.address = reinterpret_cast<void*>(static_cast<std::uintptr_t>(h->attach_address));
-    seg.close();
-    seg = Segment::open(name, reopen);
-  }
-  return ArenaAccess::attach(std::move(seg), &config, init);
+  Arena arena = ArenaAccess::attach(std::move(seg), &config, init);
+  // Joined an arena made elsewhere with a larger maximum, or pinned to another address:
+  // map it again as it asks (its header is complete now that it is ready).
+  if (arena.created() || mapped_as_asked(arena)) return arena;
+  arena.close();
+  return Arena::open(name);
 }
 
 Arena Arena::open(std::string_view name) {
-  // Map what is there, read the maximum size from the header, then map that much.
-  Segment probe = Segment::open(name);
-  if (probe.size() < sizeof(ArenaHeader)) {
-    throw Error(EINVAL, std::string(name), "open", "too small to be an arena");
+  // Map what is there, read the maximum size and address from the header, then map that.
+  // The header is read before the arena is known to be ready; if it changed meanwhile,
+  // map once more.
+  for (int attempt = 0;; ++attempt) {
+    Segment probe = Segment::open(name);
+    if (probe.size() < sizeof(ArenaHeader)) {
+      throw Error(EINVAL, std::string(name), "open", "too small to be an arena");
+    }
+    const auto* h = static_cast<const ArenaHeader*>(probe.data());
+    if (h->magic != kMagic) {
+      throw Error(EINVAL, std::string(name), "open", "not a shmkit arena (no arena header)");
+    }
+    OpenOptions o;
+    o.reserve = static_cast<std::size_t>(std::max<std::uint64_t>(h->max_size, probe.size()));
+    o.address = reinterpret_cast<void*>(static_cast<std::uintptr_t>(h->attach_address));
+    probe.close();
+    Arena arena = ArenaAccess::attach(Segment::open(name, o), nullptr, {});
+    if (mapped_as_asked(arena) || attempt == 1) return arena;
+    arena.close();
   }
-  const auto* h = static_cast<const ArenaHeader*>(probe.data());
-  if (h->magic != kMagic) throw Error(EINVAL, std::string(name), "open", "not a shmkit arena (no arena header)");
-  OpenOptions o;
-  o.reserve = static_cast<std::size_t>(std::max<std::uint64_t>(h->max_size, probe.size()));
-  o.address = reinterpret_cast<void*>(static_cast<std::uintptr_t>(h->attach_address));
-  probe.close();
-  return ArenaAccess::attach(Segment::open(name, o), nullptr, {});
 }
 
 Arena Arena::create_anonymous(const ArenaConfig& config, const Init& init) {

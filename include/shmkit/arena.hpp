@@ -26,6 +26,7 @@
 #include "shmkit/detail/type_id.hpp"
 #include "shmkit/error.hpp"
 #include "shmkit/name.hpp"
+#include "shmkit/offset_ptr.hpp"
 
 namespace shmkit {
 
@@ -33,6 +34,7 @@ class Segment;
 struct ArenaAccess;
 
 /// Settings for a new arena (IRIX usconfig). Stored in its header: open() reads them.
+/// In System V (which cannot grow) the arena keeps the size it starts with.
 struct ArenaConfig {
   std::size_t size = std::size_t{1} << 20;  ///< initial bytes (at least metadata + 2 frames)
   std::size_t max_size = 0;          ///< 0: 1 GiB with autogrow (256 MiB in 32-bit), else size
@@ -179,6 +181,15 @@ class SHMKIT_API Arena {
   std::uint64_t offset_of(const void* p) const;
   /// The address of `offset` in this process (nullptr for 0). Throws Error(EINVAL) past the end.
   void* at(std::uint64_t offset) const;
+  /// Typed forms: an Offset<T> for `p`, and the T an Offset<T> names.
+  template <class T>
+  Offset<T> offset(const T* p) const {
+    return Offset<T>(offset_of(p));
+  }
+  template <class T>
+  T* get(Offset<T> o) const {
+    return static_cast<T*>(at(o.value()));
+  }
 
   // ---- The root datum (usputinfo / usgetinfo / uscasinfo) ----
 

@@ -273,7 +273,24 @@ bool mapped_as_asked(const Arena& arena) {
 
 }  // namespace
 
-Arena Arena::create(std::string_view name, const ArenaConfig& config, const Init& init) {
+namespace {
+
+// System V segments cannot grow: an arena there is as large as it starts.
+ArenaConfig fitted(std::string_view name, const ArenaConfig& config) {
+  ArenaConfig c = config;
+  const auto parsed = Name::try_parse(name);
+  if (parsed && parsed->ns == Namespace::sysv) {
+    c.size = std::max<std::size_t>(c.size, c.max_size);
+    c.max_size = c.size;
+    c.autogrow = false;
+  }
+  return c;
+}
+
+}  // namespace
+
+Arena Arena::create(std::string_view name, const ArenaConfig& wanted, const Init& init) {
+  const ArenaConfig config = fitted(name, wanted);
   const Geometry g = geometry(config, std::string(name));
   CreateOptions o;
   o.mode = config.mode;
@@ -288,7 +305,8 @@ Arena Arena::create(std::string_view name, const ArenaConfig& config, const Init
   return a;
 }
 
-Arena Arena::open_or_create(std::string_view name, const ArenaConfig& config, const Init& init) {
+Arena Arena::open_or_create(std::string_view name, const ArenaConfig& wanted, const Init& init) {
+  const ArenaConfig config = fitted(name, wanted);
   const Geometry g = geometry(config, std::string(name));
   CreateOptions o;
   o.mode = config.mode;

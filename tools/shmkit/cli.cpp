@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Helpers shared by the subcommands: error lines, size/mode/range parsing, and the ways a
-// SegmentStat is shown (lsipc-like table, JSON). Nothing here maps or changes a segment.
+// listed segment is shown (lsipc-like table, JSON). Nothing here maps or changes a segment.
 #include "cli.hpp"
 
 #include <pwd.h>
@@ -162,23 +162,46 @@ std::string display_name(const SegmentStat& stat) {
   return stat.id ? fmt::format("sysv:id={}", *stat.id) : stat.name;
 }
 
-void print_table(const std::vector<SegmentStat>& stats, std::string_view indent) {
-  using Row = std::array<std::string, 10>;
+const char* content_name(Content content) {
+  switch (content) {
+    case Content::segment:
+      return "segment";
+    case Content::arena:
+      return "arena";
+    case Content::unprobed:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+void print_table(const std::vector<Entry>& entries, std::string_view indent) {
+  constexpr std::size_t kColumns = 13;
+  using Row = std::array<std::string, kColumns>;
   // true: right-aligned (numbers), as lsipc does.
-  constexpr std::array<bool, 10> kRight = {false, true,  false, false, true,
-                                           true,  false, false, true,  true};
+  constexpr std::array<bool, kColumns> kRight = {false, false, true,  false, false, true, true,
+                                                 true,  true,  false, false, true,  true};
   std::vector<Row> rows;
-  rows.push_back(
-      {"NAME", "ID", "PERMS", "OWNER", "SIZE", "NATTCH", "STATUS", "CTIME", "CPID", "LPID"});
-  for (const SegmentStat& s : stats) {
+  rows.push_back({"NAME", "TYPE", "ID", "PERMS", "OWNER", "SIZE", "USERS", "USED", "NATTCH",
+                  "STATUS", "CTIME", "CPID", "LPID"});
+  for (const Entry& e : entries) {
+    const SegmentStat& s = e.stat;
     std::string status;
     if (s.locked) status = "locked";
     if (s.removed) status += status.empty() ? "dest" : ",dest";
-    rows.push_back({display_name(s), or_dash(s.id), perms_string(s.mode), user_name(s.uid),
-                    human_size(s.size), or_dash(s.attach_count), status.empty() ? "-" : status,
+    // An arena we could not read shows "?": it is one, but its figures are unknown.
+    std::string users = "-", used = "-";
+    if (e.arena) {
+      users = fmt::format("{}/{}", e.arena->alive, e.arena->users);
+      used = human_size(e.arena->in_use);
+    } else if (e.content == Content::arena) {
+      users = used = "?";
+    }
+    rows.push_back({display_name(s), e.content == Content::unprobed ? "-" : content_name(e.content),
+                    or_dash(s.id), perms_string(s.mode), user_name(s.uid), human_size(s.size),
+                    users, used, or_dash(s.attach_count), status.empty() ? "-" : status,
                     short_time(s.change_time), or_dash(s.creator_pid), or_dash(s.last_pid)});
   }
-  std::array<std::size_t, 10> width{};
+  std::array<std::size_t, kColumns> width{};
   for (const Row& row : rows) {
     for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
   }
@@ -210,35 +233,15 @@ std::string json_string(std::string_view text) {
   return out + "\"";
 }
 
-namespace {
+void JsonObject::add_raw(std::string_view key, std::string_view json) {
+  text_ += fmt::format("{}{}:{}", text_.empty() ? "" : ",", json_string(key), json);
+}
 
-/// Builds one JSON object field by field.
-class JsonObject {
- public:
-  void add_raw(std::string_view key, std::string_view json) {
-    text_ += fmt::format("{}{}:{}", text_.empty() ? "" : ",", json_string(key), json);
-  }
-  void add_string(std::string_view key, std::string_view value) {
-    add_raw(key, json_string(value));
-  }
-  void add_bool(std::string_view key, bool value) { add_raw(key, value ? "true" : "false"); }
-  template <class T>
-  void add_number(std::string_view key, const T& value) {
-    add_raw(key, fmt::format("{}", value));
-  }
-  template <class T>
-  void add_number(std::string_view key, const std::optional<T>& value) {
-    add_raw(key, value ? fmt::format("{}", *value) : "null");
-  }
-  std::string str() const { return "{" + text_ + "}"; }
+void JsonObject::add_string(std::string_view key, std::string_view value) {
+  add_raw(key, json_string(value));
+}
 
- private:
-  std::string text_;
-};
-
-}  // namespace
-
-std::string stat_json(const SegmentStat& s) {
+JsonObject stat_object(const SegmentStat& s) {
   JsonObject o;
   o.add_string("name", display_name(s));
   o.add_string("namespace", to_string(s.ns));
@@ -262,7 +265,9 @@ std::string stat_json(const SegmentStat& s) {
   o.add_bool("locked", s.locked);
   o.add_bool("removed", s.removed);
   o.add_number("resident", s.resident);
-  return o.str();
+  return o;
 }
+
+std::string stat_json(const SegmentStat& stat) { return stat_object(stat).str(); }
 
 }  // namespace shmkit::cli

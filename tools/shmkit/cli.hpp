@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // What the `shmkit` subcommands share: their arguments, one-line error reports, parsing of
-// sizes and modes, and the table and JSON renderings of a SegmentStat.
+// sizes and modes, and the table and JSON renderings of a listed segment (an arena or not).
 //
 // Each verb is `int cmd_<verb>(const <Verb>Args&)` in its own cmd_<verb>.cpp; main.cpp fills
 // the Args from the command line (CLI11) and calls it. A verb returns its exit status
@@ -10,9 +10,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "shmkit/error.hpp"
 #include "shmkit/segment.hpp"
@@ -33,6 +36,9 @@ struct CreateArgs {
   std::string size;
   std::string mode = "0600";
   bool exclusive = false;
+  bool arena = false;
+  std::string max_size;         ///< arena only; empty: the library's default
+  std::uint32_t max_users = 0;  ///< arena only; 0: the library's default
 };
 struct RmArgs {
   std::vector<std::string> names;
@@ -56,6 +62,13 @@ struct ReadArgs {  ///< cat and dump
 struct WaitArgs {
   std::string name;
 };
+struct CheckArgs {
+  std::string name;
+};
+struct GcArgs {
+  std::vector<std::string> names;  ///< only these; empty: every arena
+  bool dry_run = false;
+};
 struct DemoArgs {};
 struct BenchArgs {
   std::string layer;  ///< empty: the default layer
@@ -73,6 +86,8 @@ int cmd_write(const WriteArgs& args);
 int cmd_cat(const ReadArgs& args);
 int cmd_dump(const ReadArgs& args);
 int cmd_wait(const WaitArgs& args);
+int cmd_check(const CheckArgs& args);
+int cmd_gc(const GcArgs& args);
 int cmd_demo(const DemoArgs& args);
 int cmd_bench(const BenchArgs& args);
 
@@ -126,11 +141,65 @@ std::string full_time(std::int64_t seconds);
 /// System V segment, "sysv:id=N" for a private one (key 0).
 std::string display_name(const SegmentStat& stat);
 
-/// Prints `stats` as an `lsipc`-like table with a header row, each line after `indent`.
-void print_table(const std::vector<SegmentStat>& stats, std::string_view indent = {});
+// ---- Listing ----
 
-/// Returns `stat` as one JSON object, every field, null where the namespace lacks it.
+/// What `ls` shows of an arena: its users and the bytes handed out.
+struct ArenaSummary {
+  std::uint32_t users = 0;  ///< joined processes, alive or dead
+  std::uint32_t alive = 0;
+  std::uint64_t in_use = 0, size = 0, max_size = 0;
+};
+
+/// What a segment holds, as far as `ls` looked.
+enum class Content : std::uint8_t {
+  segment,   ///< plain bytes (no arena header, or not readable by us)
+  arena,     ///< a shmkit arena
+  unprobed,  ///< System V: not looked at, since attaching would change its LPID and times
+};
+
+/// One listed segment: the kernel's view, plus the arena's when it holds one.
+struct Entry {
+  SegmentStat stat;
+  Content content = Content::segment;
+  std::optional<ArenaSummary> arena;  ///< set for a readable arena
+  std::string arena_error;            ///< why an arena could not be read (then no summary)
+};
+
+/// Segment::list(), POSIX first then System V, each by name, with every POSIX segment probed
+/// for an arena header (Arena::is_arena) and each arena summarised (Arena::inspect).
+std::vector<Entry> list_entries();
+
+/// Prints `entries` as an `lsipc`-like table with a header row, each line after `indent`.
+void print_table(const std::vector<Entry>& entries, std::string_view indent = {});
+
+// ---- JSON ----
+
+/// Builds one JSON object field by field.
+class JsonObject {
+ public:
+  void add_raw(std::string_view key, std::string_view json);
+  void add_string(std::string_view key, std::string_view value);
+  void add_bool(std::string_view key, bool value) { add_raw(key, value ? "true" : "false"); }
+  template <class T>
+  void add_number(std::string_view key, const T& value) {
+    add_raw(key, fmt::format("{}", value));
+  }
+  template <class T>
+  void add_number(std::string_view key, const std::optional<T>& value) {
+    add_raw(key, value ? fmt::format("{}", *value) : "null");
+  }
+  std::string str() const { return "{" + text_ + "}"; }
+
+ private:
+  std::string text_;
+};
+
+/// Returns `stat` as a JSON object, every field, null where the namespace lacks it.
+JsonObject stat_object(const SegmentStat& stat);
+/// stat_object(stat).str().
 std::string stat_json(const SegmentStat& stat);
+/// "segment", "arena" or "unknown" (as the "type" field of ls and info).
+const char* content_name(Content content);
 /// Returns `text` as a JSON string literal, quotes included.
 std::string json_string(std::string_view text);
 

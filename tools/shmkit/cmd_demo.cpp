@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: MIT
 // `shmkit demo`: a short tour of shared memory between processes, printing each step as it
 // runs it: a POSIX segment that forked children open by name and write into, a reader child,
-// a System V segment, the `ls` view of both, growth seen by a child through refresh(), and
-// removal. Every claim it prints is checked; a failed check ends the demo with status 1.
+// a System V segment, the `ls` view of both, growth seen by a child through refresh(), an
+// arena that children join to allocate, name and free blocks, and removal. Every claim it
+// prints is checked; a failed check ends the demo with status 1.
 //
 // Steps are a table (kSteps) of functions over one Demo, so later layers (arena, locks,
 // channels) add a section by adding a function and a row. Everything the demo creates is
-// remove_on_close and every child is a Child that is killed and reaped if left running, so
-// an error at any step still leaves nothing behind.
+// remove_on_close (the arena: held by an ArenaRemover) and every child is a Child that is
+// killed and reaped if left running, so an error at any step still leaves nothing behind.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -29,6 +31,7 @@
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "shmkit/arena.hpp"
 #include "shmkit/segment.hpp"
 
 namespace shmkit::cli {
@@ -159,6 +162,7 @@ static_assert(sizeof(Board) == 64);
 
 struct Demo {
   std::string posix_name;  ///< "/shmkit-demo-<pid>"
+  std::string arena_name;  ///< "/shmkit-demo-<pid>-arena"
   std::string sysv_name;   ///< "sysv:id=N", once created
   Segment posix;
   Segment sysv;
@@ -256,12 +260,13 @@ void create_sysv(Demo& d) {
 }
 
 void show_listing(Demo& d) {
-  std::vector<SegmentStat> ours;
+  std::vector<Entry> ours;
   const std::int32_t sysv_id = d.sysv.native_handle();
-  for (SegmentStat& s : Segment::list()) {
+  for (Entry& e : list_entries()) {
+    const SegmentStat& s = e.stat;
     if ((s.ns == Namespace::posix && s.name == d.posix_name) ||
         (s.ns == Namespace::sysv && s.id == sysv_id)) {
-      ours.push_back(std::move(s));
+      ours.push_back(std::move(e));
     }
   }
   say("Segment::list(), as `shmkit ls` shows it, narrowed to the demo's two segments:");
@@ -301,6 +306,158 @@ void grow_and_refresh(Demo& d) {
                   kNewSize - 4));
 }
 
+// ---- The arena step ----
+
+/// A named object in the demo's arena. Child i allocates a greeting and publishes its offset
+/// here (offsets, not pointers: the arena may sit at another address in each process).
+struct Greetings {
+  std::uint64_t offsets[kWriters];  ///< written by child i (release) before it signals
+  std::int32_t pids[kWriters];      ///< written by child i
+  std::int32_t freed_by;            ///< the child that freed child 0's spare block
+  std::uint64_t freed_offset;       ///< where that block was
+};
+static_assert(std::is_standard_layout_v<Greetings> && std::is_trivially_copyable_v<Greetings>);
+
+constexpr std::size_t kGreetingBytes = 64;
+constexpr std::size_t kSpareBytes = 1000;
+
+/// Removes the arena's name when destroyed, unless disarmed: the arena counterpart of
+/// remove_on_close, so a failed check leaves nothing behind.
+class ArenaRemover {
+ public:
+  explicit ArenaRemover(std::string name) : name_(std::move(name)) {}
+  ArenaRemover(const ArenaRemover&) = delete;
+  ArenaRemover& operator=(const ArenaRemover&) = delete;
+  ~ArenaRemover() {
+    std::error_code ignored;
+    if (armed_) Segment::remove(name_, ignored);
+  }
+  void disarm() { armed_ = false; }
+
+ private:
+  std::string name_;
+  bool armed_ = true;
+};
+
+/// What child `slot` does: join by name, allocate and publish a greeting; child 0 also puts a
+/// spare block in the root datum, which child 2 frees once the parent says go.
+int arena_child(const std::string& name, int slot, Pipe& ready, Pipe& go) {
+  ready.close_read();
+  go.close_write();
+  Arena arena = Arena::open(name);
+  auto* greetings = arena.find<Greetings>("greetings");
+  if (greetings == nullptr) return 1;
+  auto* text = static_cast<char*>(arena.allocate(kGreetingBytes));
+  const auto end =
+      fmt::format_to_n(text, kGreetingBytes - 1, "hello from child {}, pid {}", slot, ::getpid());
+  *end.out = '\0';
+  greetings->pids[slot] = ::getpid();
+  std::atomic_ref(greetings->offsets[slot]).store(arena.offset_of(text), std::memory_order_release);
+  if (slot == 0) arena.set_root(arena.allocate_zeroed(kSpareBytes));
+  ready.signal();
+  (void)go.wait();  // the parent closes its end: go on
+  if (slot == kWriters - 1) {
+    void* spare = arena.root();  // child 0 set it before the parent said go
+    if (spare == nullptr) return 1;
+    greetings->freed_offset = arena.offset_of(spare);
+    arena.set_root(nullptr);
+    arena.deallocate(spare);  // a block another process allocated
+    greetings->freed_by = ::getpid();
+  }
+  return 0;  // `arena` closes here: the child leaves the users' table
+}
+
+void share_an_arena(Demo& d) {
+  ArenaConfig config;
+  config.size = 256 * 1024;
+  config.max_size = 4 << 20;
+  config.max_users = 8;
+  ArenaRemover remover(d.arena_name);
+  Arena arena = Arena::create(d.arena_name, config, [](Arena& a) {
+    a.construct<Greetings>("greetings");  // runs once, before anyone else can join
+  });
+  say(fmt::format("Arena::create(\"{}\"): {} committed, may grow to {}, room for {} users",
+                  d.arena_name, human_size(arena.size()), human_size(arena.max_size()),
+                  config.max_users));
+  say("its initialiser constructed a Greetings object named \"greetings\" in it");
+  const std::size_t initial_size = arena.size();
+
+  Pipe ready;
+  Pipe go;
+  std::vector<std::unique_ptr<Child>> children;
+  std::vector<pid_t> pids;
+  for (int slot = 0; slot < kWriters; ++slot) {
+    children.push_back(std::make_unique<Child>(
+        [&d, slot, &ready, &go] { return arena_child(d.arena_name, slot, ready, go); }));
+    pids.push_back(children.back()->pid());
+  }
+  ready.close_write();
+  go.close_read();
+  say(fmt::format("started {} children ({}); each joins with Arena::open(name),", kWriters,
+                  fmt::join(pids, ", ")));
+  say(fmt::format("allocates {} bytes, writes a greeting there and stores its offset in",
+                  kGreetingBytes));
+  say("greetings.offsets[slot], a named object it found with find<Greetings>(\"greetings\")");
+  say(fmt::format("child 0 also allocates {} bytes and puts them in the root datum", kSpareBytes));
+  for (int i = 0; i < kWriters; ++i) check(ready.wait(), "child joined the arena and wrote");
+
+  const std::vector<ArenaUser> users = arena.users();
+  const bool all_alive =
+      std::all_of(users.begin(), users.end(), [](const ArenaUser& u) { return u.alive; });
+  check(users.size() == kWriters + 1 && all_alive, "the parent and the children are users");
+  say(fmt::format("while the children wait, Arena::users() lists {} users, all alive",
+                  users.size()));
+  std::vector<Entry> row;
+  for (Entry& e : list_entries()) {
+    if (e.stat.name == d.arena_name) row.push_back(std::move(e));
+  }
+  check(row.size() == 1 && row[0].arena.has_value(), "`ls` sees the arena");
+  say("and `shmkit ls` shows it as an arena:");
+  print_table(row, "    ");
+
+  go.close_write();
+  for (auto& child : children) child->expect_success();
+  say("parent closed the pipe: child 2 freed child 0's block, and all of them exited 0");
+
+  auto* greetings = arena.find<Greetings>("greetings");
+  check(greetings != nullptr, "the named object is there");
+  for (int slot = 0; slot < kWriters; ++slot) {
+    const std::uint64_t offset =
+        std::atomic_ref(greetings->offsets[slot]).load(std::memory_order_acquire);
+    const auto* text = static_cast<const char*>(arena.at(offset));
+    check(text != nullptr && greetings->pids[slot] == pids[static_cast<std::size_t>(slot)],
+          "each child published its greeting");
+    // Bytes from another process are input: read no further than the block.
+    const std::string_view greeting(text, ::strnlen(text, kGreetingBytes));
+    say(fmt::format("greetings.offsets[{}] = 0x{:x}: \"{}\"", slot, offset, greeting));
+  }
+  check(arena.root() == nullptr && greetings->freed_by == pids.back(), "child 2 freed the block");
+  say(fmt::format(
+      "child {} freed the {}-byte block at 0x{:x} that child {} allocated; root is null",
+      greetings->freed_by, kSpareBytes, greetings->freed_offset, pids.front()));
+
+  const ArenaStats stats = arena.stats();
+  check(stats.users == 1, "the children left the users' table when they closed the arena");
+  say(fmt::format(
+      "Arena::stats(): {} in use, {} free of {}{}", human_size(stats.in_use),
+      human_size(stats.free), human_size(stats.size),
+      stats.size > initial_size ? " (it grew as each process's heap took frames)" : ""));
+  say(fmt::format("{} user left: the children left the users' table when their Arena closed",
+                  stats.users));
+  const std::string problem = arena.check();
+  check(problem.empty(), "Arena::check() finds nothing wrong: " + problem);
+  say("Arena::check() walks every span and free list: ok");
+
+  for (const std::uint64_t offset : greetings->offsets) arena.deallocate(arena.at(offset));
+  check(arena.destroy<Greetings>("greetings"), "the named object is destroyed");
+  arena.close();
+  Arena::remove(d.arena_name);
+  remover.disarm();
+  check(!Arena::is_arena(d.arena_name), "the arena is gone");
+  say(fmt::format("freed the greetings, destroyed \"greetings\", closed and removed {}",
+                  d.arena_name));
+}
+
 void remove_all(Demo& d) {
   // Removed by hand here to show it; remove_on_close stays as the net for the error paths.
   d.sysv.set_remove_on_close(false);
@@ -322,7 +479,7 @@ void remove_all(Demo& d) {
   }
   const auto left = Segment::list();
   const bool any = std::any_of(left.begin(), left.end(), [&](const SegmentStat& s) {
-    return s.name == d.posix_name || display_name(s) == d.sysv_name;
+    return s.name == d.posix_name || s.name == d.arena_name || display_name(s) == d.sysv_name;
   });
   check(!any, "nothing of the demo is listed any more");
   say("Segment::list(): none of the demo's segments is left");
@@ -340,6 +497,8 @@ constexpr std::array kSteps = {
     Step{"System V works the same way", create_sysv},
     Step{"list what exists", show_listing},
     Step{"grow the POSIX segment; a child sees it with refresh()", grow_and_refresh},
+    Step{"processes share an arena: allocate, name, pass offsets, free each other's blocks",
+         share_an_arena},
     Step{"remove everything", remove_all},
 };
 
@@ -349,6 +508,7 @@ int cmd_demo(const DemoArgs&) {
   const DeferSignals defer;  // declared first: destroyed after `demo` has removed everything
   Demo demo;
   demo.posix_name = fmt::format("/shmkit-demo-{}", ::getpid());
+  demo.arena_name = demo.posix_name + "-arena";
   fmt::print("shmkit demo (pid {}): shared memory between processes, step by step\n", ::getpid());
   for (std::size_t i = 0; i < kSteps.size(); ++i) {
     fmt::print("\n[{}/{}] {}\n", i + 1, kSteps.size(), kSteps[i].title);

@@ -32,6 +32,8 @@ struct Verbs {
   WriteArgs write;
   ReadArgs cat, dump;
   WaitArgs wait;
+  CheckArgs check;
+  GcArgs gc;
   DemoArgs demo;
   BenchArgs bench;
   std::function<int()> chosen;  ///< the verb on the command line, ready to run
@@ -47,18 +49,30 @@ CLI::App* verb(CLI::App& app, Verbs& verbs, const char* name, const char* help, 
 
 void add_verbs(CLI::App& app, Verbs& v) {
   auto* s =
-      verb(app, v, "ls", "list every segment, POSIX and System V (like ipcs/lsipc)", v.ls, cmd_ls);
+      verb(app, v, "ls", "list every segment, POSIX and System V (like ipcs/lsipc), marking arenas",
+           v.ls, cmd_ls);
   s->add_flag("--json", v.ls.json, "print one JSON object {\"segments\":[...]}");
 
-  s = verb(app, v, "info", "show everything the kernel knows of one segment", v.info, cmd_info);
+  s = verb(app, v, "info",
+           "show everything the kernel knows of one segment, and its arena if it holds one", v.info,
+           cmd_info);
   s->add_option("name", v.info.name, kNameHelp)->required();
   s->add_flag("--json", v.info.json, "print one JSON object");
 
-  s = verb(app, v, "create", "create a segment, or open it if it exists", v.create, cmd_create);
+  s = verb(app, v, "create", "create a segment or an arena, or open it if it exists", v.create,
+           cmd_create);
   s->add_option("name", v.create.name, std::string(kNameHelp) + ", sysv:private")->required();
   s->add_option("-s,--size", v.create.size, std::string("size: ") + kBytesHelp)->required();
   s->add_option("-m,--mode", v.create.mode, "octal permission bits")->capture_default_str();
   s->add_flag("-x,--exclusive", v.create.exclusive, "fail if it already exists");
+  auto* arena = s->add_flag("-a,--arena", v.create.arena,
+                            "make a shared arena (allocator, users, named objects)");
+  s->add_option("--max-size", v.create.max_size,
+                "arena: the most it may grow to (default 1G, growing on demand)")
+      ->needs(arena);
+  s->add_option("--max-users", v.create.max_users, "arena: processes joined at once (default 64)")
+      ->check(CLI::Range(1, 65535))
+      ->needs(arena);
 
   s = verb(app, v, "rm", "remove segments (keeps going past failures)", v.rm, cmd_rm);
   s->add_option("names", v.rm.names, kNameHelp)->required();
@@ -89,6 +103,15 @@ void add_verbs(CLI::App& app, Verbs& v) {
            "attach read-only, print the first word, wait for Enter or Ctrl-C, print it again",
            v.wait, cmd_wait);
   s->add_option("name", v.wait.name, kNameHelp)->required();
+
+  s = verb(app, v, "check", "join an arena and check every structure in it: ok, or exit 1", v.check,
+           cmd_check);
+  s->add_option("name", v.check.name, kNameHelp)->required();
+
+  s = verb(app, v, "gc", "remove arenas whose users are all dead and that no process has open",
+           v.gc, cmd_gc);
+  s->add_option("names", v.gc.names, "only these (default: every arena on the machine)");
+  s->add_flag("-n,--dry-run", v.gc.dry_run, "only say what would be removed");
 
   verb(app, v, "demo", "a short tour: processes sharing memory, step by step", v.demo, cmd_demo);
 

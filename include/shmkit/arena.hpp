@@ -231,6 +231,12 @@ class SHMKIT_API Arena {
   /// Names of every named object (a snapshot).
   std::vector<std::string> names();
 
+  // ---- Tuning (IRIX usmallopt / mallopt), shared by every user ----
+
+  /// Bytes each growth adds (rounded up to 64 KiB); 0, the default, doubles the arena.
+  void set_grow_step(std::size_t bytes) noexcept;
+  std::size_t grow_step() const noexcept;
+
   // ---- Users, statistics, checking ----
 
   std::vector<ArenaUser> users();

@@ -280,7 +280,6 @@ ArenaConfig fitted(std::string_view name, const ArenaConfig& config) {
   ArenaConfig c = config;
   const auto parsed = Name::try_parse(name);
   if (parsed && parsed->ns == Namespace::sysv) {
-    c.size = std::max<std::size_t>(c.size, c.max_size);
     c.max_size = c.size;
     c.autogrow = false;
   }
@@ -498,6 +497,14 @@ void Arena::deallocate(void* p) noexcept {
   } catch (const Error& e) {
     report_error(e);
   }
+}
+
+void Arena::set_grow_step(std::size_t bytes) noexcept {
+  impl_->header->grow_step.store(bytes, std::memory_order_relaxed);
+}
+
+std::size_t Arena::grow_step() const noexcept {
+  return static_cast<std::size_t>(impl_->header->grow_step.load(std::memory_order_relaxed));
 }
 
 std::vector<ArenaUser> Arena::users() {

@@ -83,8 +83,11 @@ bool ArenaImpl::grow_for(std::uint32_t count) noexcept {
   const std::uint64_t size = header->size.load(std::memory_order_relaxed);
   const std::uint64_t need = size + (std::uint64_t{count} << kFrameShift);
   if (need > header->max_size) return false;
-  // Double, up to the maximum; fall back to exactly what is needed when memory is short.
-  std::uint64_t target = std::min<std::uint64_t>(header->max_size, std::max(need, size * 2));
+  // Double (or add the tuned step), up to the maximum; fall back to exactly what is needed
+  // when memory is short.
+  const std::uint64_t step = header->grow_step.load(std::memory_order_relaxed);
+  const std::uint64_t wanted = step == 0 ? size * 2 : size + (step + kFrameSize - 1) / kFrameSize * kFrameSize;
+  std::uint64_t target = std::min<std::uint64_t>(header->max_size, std::max(need, wanted));
   for (;;) {
     try {
       if (target > segment.size()) segment.grow(static_cast<std::size_t>(target));

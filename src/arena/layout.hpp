@@ -77,7 +77,8 @@ struct alignas(64) ArenaHeader {
   std::atomic<std::uint64_t> directory;  // offset of the named-object table, 0 = none
   std::atomic<std::uint64_t> large_bytes;  // bytes in large blocks (statistics)
   std::uint64_t created_ns;              // CLOCK_REALTIME at creation, ns
-  std::uint8_t reserved0[72];
+  std::atomic<std::uint64_t> grow_step;  // bytes per growth, 0 = double (tuning; anyone)
+  std::uint8_t reserved0[64];
   Mutex init_lock;                       // held while initialising (a dead initialiser: redo)
   Mutex arena_lock;                      // frame map, growth, user table
   Mutex directory_lock;                  // the named-object table

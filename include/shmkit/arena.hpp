@@ -220,13 +220,16 @@ class SHMKIT_API Arena {
     auto [p, made] = named(name, detail::type_id<T>(), sizeof(T), alignof(T), true);
     return made ? build<T>(p, std::forward<Args>(args)...) : static_cast<T*>(p);
   }
-  /// Destroys and frees the T named `name`. Returns false if there was none.
+  /// Destroys and frees the T named `name`. Returns false if there was none; throws
+  /// Error(EINVAL) if it was made as another type. Of processes destroying one name at once,
+  /// exactly one runs the destructor.
   template <class T>
   bool destroy(std::string_view name) {
-    T* p = find<T>(name);
+    void* p = detach(name, detail::type_id<T>());
     if (p == nullptr) return false;
-    p->~T();
-    return unname(name, detail::type_id<T>());
+    static_cast<T*>(p)->~T();
+    deallocate(p);
+    return true;
   }
   /// Names of every named object (a snapshot).
   std::vector<std::string> names();
@@ -242,7 +245,8 @@ class SHMKIT_API Arena {
   std::vector<ArenaUser> users();
   ArenaStats stats();
   /// Walks every structure; returns the first inconsistency found, or "" when all is well.
-  /// O(size of the arena); takes the arena lock.
+  /// O(size of the arena); takes the arena lock. Exact when no thread allocates or frees
+  /// meanwhile; while some do, a span they are changing (without a lock) may look inconsistent.
   std::string check();
   /// Finds users that died, frees their slots and hands their caches to the living. Returns
   /// how many were recovered. Joining and allocation call it when they run short.
@@ -258,7 +262,8 @@ class SHMKIT_API Arena {
   std::pair<void*, bool> named(std::string_view name, std::uint64_t type, std::size_t size,
                                std::size_t align, bool create);
   void named_done(bool built) noexcept;
-  bool unname(std::string_view name, std::uint64_t type);
+  // Removes `name` from the directory and returns its object for the caller to destroy.
+  void* detach(std::string_view name, std::uint64_t type);
   template <class T, class... Args>
   T* build(void* p, Args&&... args) {
     try {

@@ -147,6 +147,11 @@ class SHMKIT_API Mutex {
   LockMeter meter() const noexcept;
   void reset_meter() noexcept;
 
+  /// If the owner's thread no longer exists, marks the mutex as the kernel does when an owner
+  /// dies, so the next locker gets owner_died; returns true if it did. Looks the thread up in
+  /// /proc: only for locks whose users share a pid namespace, on recovery paths (slow).
+  bool break_if_owner_gone() noexcept;
+
   /// Makes the mutex usable again after not_recoverable, unlocked and consistent. Only
   /// when no thread uses it (e.g. from an init routine).
   void reset() noexcept;

@@ -56,6 +56,25 @@ inline std::uint64_t& link_of(std::byte* block) noexcept {
   return *reinterpret_cast<std::uint64_t*>(block);
 }
 
+// ceil(2^32 / size) per class: (rel * inverse) >> 32 == rel / size for every rel < 2^16, so a
+// block's index costs a multiply, not a division.
+struct Inverses {
+  std::uint64_t of[kClasses];
+  constexpr Inverses() : of{} {
+    for (std::uint32_t c = 0; c < kClasses; ++c) {
+      of[c] = ((std::uint64_t{1} << 32) + kClassSizes[c] - 1) / kClassSizes[c];
+    }
+  }
+};
+constexpr Inverses kInverses{};
+
+// A free block's second word holds this key, so a free of a block that is already free is
+// noticed (as glibc's tcache does): cheaply suspected, then confirmed by a walk.
+inline std::uint64_t free_key(std::uint64_t off) noexcept { return off ^ 0x6672656564626c6bULL; }
+inline std::uint64_t& key_of(std::byte* block) noexcept {
+  return reinterpret_cast<std::uint64_t*>(block)[1];
+}
+
 // ---- This thread's heaps ----
 
 // The fast path's one-entry cache: trivially destructible, so access needs no TLS guard.
@@ -179,6 +198,21 @@ std::uint32_t collect_remote(ArenaImpl& a, SpanHeader* s, std::uint32_t frame) n
   return n;
 }
 
+// True if `off` is on a free list of the span at `frame` starting at `head`. Bounded, and
+// every link is checked: another thread may be changing the list as we read it.
+bool on_list(const ArenaImpl& a, const SpanHeader* s, std::uint32_t frame, std::uint64_t head,
+             std::uint64_t off) noexcept {
+  const std::uint64_t lo = (std::uint64_t{frame} << kFrameShift) + kSpanHeaderSize;
+  const std::uint64_t hi = lo + std::uint64_t{s->capacity} * s->block_size;
+  for (std::uint32_t n = 0; head != 0 && n <= s->capacity; ++n) {
+    if (head == off) return true;
+    if (head < lo || head >= hi) return false;
+    head = std::atomic_ref<const std::uint64_t>(*reinterpret_cast<const std::uint64_t*>(a.base + head))
+               .load(std::memory_order_relaxed);
+  }
+  return false;
+}
+
 inline bool has_free(const SpanHeader* s) noexcept {
   return s->local_free != 0 || s->bumped < s->capacity;
 }
@@ -200,7 +234,7 @@ void remove_partial(ArenaImpl& a, HeapSlot* h, SpanHeader* s, std::uint32_t fram
 // Returns an empty span to the frame map.
 void release_span(ArenaImpl& a, HeapSlot* h, SpanHeader* s, std::uint32_t frame) noexcept {
   if (s->in_partial != 0) remove_partial(a, h, s, frame);
-  ArenaLock lock(a.header->arena_lock);
+  ArenaLock lock(a);
   s->heap = 0;
   s->magic = 0;
   a.give_frames(frame, 1);
@@ -230,12 +264,14 @@ inline void* pop(ArenaImpl& a, SpanHeader* s, std::uint32_t frame) noexcept {
   if (s->local_free != 0) {
     std::byte* p = a.base + s->local_free;
     s->local_free = link_of(p);
+    key_of(p) = 0;
     ++s->used;
     return p;
   }
   if (s->bumped < s->capacity) {
     std::byte* p = a.base + (std::uint64_t{frame} << kFrameShift) + kSpanHeaderSize +
                    std::uint64_t{s->bumped} * s->block_size;
+    key_of(p) = 0;  // a released span's old free blocks may still carry keys
     ++s->bumped;
     ++s->used;
     return p;
@@ -267,7 +303,7 @@ void* refill(ArenaImpl& a, HeapSlot* h, std::uint32_t c) noexcept {
   const std::uint32_t heap_index = static_cast<std::uint32_t>(h - a.heap(0));
   std::uint32_t frame = 0;
   {
-    ArenaLock lock(a.header->arena_lock);
+    ArenaLock lock(a);
     frame = a.take_frames(1);
     if (frame == 0) return nullptr;
     SpanHeader* s = a.span(frame);
@@ -290,6 +326,32 @@ void* refill(ArenaImpl& a, HeapSlot* h, std::uint32_t c) noexcept {
   return pop(a, a.span(frame), frame);
 }
 
+}  // namespace
+
+// Collects a span's remote frees and recounts what is in use from its lists: a thread killed
+// mid-operation may have left `used` off by one, or a list cut short. Only for spans no live
+// thread owns.
+void recount_span(ArenaImpl& a, SpanHeader* s, std::uint32_t f) noexcept {
+  collect_remote(a, s, f);
+  std::uint32_t free_blocks = 0;
+  const std::uint64_t lo = (std::uint64_t{f} << kFrameShift) + kSpanHeaderSize;
+  const std::uint64_t hi = lo + std::uint64_t{s->capacity} * s->block_size;
+  std::uint64_t* link = &s->local_free;
+  while (*link != 0) {
+    if (*link < lo || *link >= hi || (*link - lo) % s->block_size != 0 ||
+        free_blocks >= s->capacity) {
+      *link = 0;  // corrupt: cut the list here
+      break;
+    }
+    ++free_blocks;
+    link = &link_of(a.base + *link);
+  }
+  if (s->bumped > s->capacity) s->bumped = s->capacity;
+  s->used = s->bumped >= free_blocks ? s->bumped - free_blocks : 0;
+}
+
+namespace {
+
 // Takes over heap `index` (free, or left by a dead thread): rebuilds its lists from the span
 // headers that name it, checking each.
 void adopt(ArenaImpl& a, std::uint32_t index) noexcept {
@@ -311,23 +373,7 @@ void adopt(ArenaImpl& a, std::uint32_t index) noexcept {
     s->next_remote.store(0, std::memory_order_relaxed);
     s->in_partial = 0;
     s->next_partial = 0;
-    collect_remote(a, s, f);
-    // Recount what is in use from the lists: a thread killed mid-operation may have left
-    // `used` off by one.
-    std::uint32_t free_blocks = 0;
-    const std::uint64_t lo = (std::uint64_t{f} << kFrameShift) + kSpanHeaderSize;
-    const std::uint64_t hi = lo + std::uint64_t{s->capacity} * s->block_size;
-    std::uint64_t* link = &s->local_free;
-    while (*link != 0) {
-      if (*link < lo || *link >= hi || free_blocks >= s->capacity) {
-        *link = 0;  // corrupt: cut the list here
-        break;
-      }
-      ++free_blocks;
-      link = &link_of(a.base + *link);
-    }
-    if (s->bumped > s->capacity) s->bumped = s->capacity;
-    s->used = s->bumped >= free_blocks ? s->bumped - free_blocks : 0;
+    recount_span(a, s, f);
     if (has_free(s)) push_partial(h, s, f);
   }
 }
@@ -364,7 +410,7 @@ HeapSlot* ArenaImpl::my_heap() noexcept {
       return h;
     }
     // Every slot is taken: free those of dead users and look again.
-    ArenaLock lock(header->arena_lock);
+    ArenaLock lock(*this);
     if (recover_dead() == 0) break;
   }
   return nullptr;
@@ -395,15 +441,20 @@ void* ArenaImpl::allocate(std::size_t size, std::size_t align) noexcept {
     }
   }
   if (align > kFrameSize || (align & (align - 1)) != 0) return nullptr;
-  // Large: whole frames; the caller's block starts `offset` into the first.
-  const std::uint64_t offset = align > kLargeHeaderSize ? align : kLargeHeaderSize;
+  // Large: whole frames; the caller's block starts after the header, at an address aligned
+  // to `align` (the base is only page-aligned, so the padding depends on where it lands).
   if (size > header->max_size) return nullptr;
-  const std::uint64_t frames64 = (offset + size + kFrameSize - 1) >> kFrameShift;
+  const std::uint64_t slack = align > kLargeHeaderSize ? align : 0;
+  const std::uint64_t frames64 = (kLargeHeaderSize + slack + size + kFrameSize - 1) >> kFrameShift;
+  if (frames64 > header->max_frames) return nullptr;
   const auto frames = static_cast<std::uint32_t>(frames64);
-  ArenaLock lock(header->arena_lock);
+  ArenaLock lock(*this);
   const std::uint32_t first = take_frames(frames);
   if (first == 0) return nullptr;
   auto* lh = reinterpret_cast<LargeHeader*>(base + (std::uint64_t{first} << kFrameShift));
+  const auto start = reinterpret_cast<std::uintptr_t>(lh) + kLargeHeaderSize;
+  const std::uint64_t offset =
+      kLargeHeaderSize + ((align - start % align) % align);
   lh->frames = frames;
   lh->requested = size;
   lh->user_offset = offset;
@@ -431,6 +482,21 @@ void ArenaImpl::deallocate(void* p) {
       throw Error(EINVAL, label(), "free", "the pointer is not a block of this arena");
     }
     std::byte* block = static_cast<std::byte*>(p);
+    const std::uint64_t rel = off - (std::uint64_t{frame} << kFrameShift) - kSpanHeaderSize;
+    if (s->size_class >= kClasses) [[unlikely]] {
+      throw Error(EINVAL, label(), "free", "the pointer is not a block of this arena");
+    }
+    const std::uint64_t index = (rel * kInverses.of[s->size_class]) >> 32;
+    if (index * s->block_size != rel || index >= s->bumped) [[unlikely]] {
+      throw Error(EINVAL, label(), "free", "the pointer is not the start of a block");
+    }
+    if (key_of(block) == free_key(off)) [[unlikely]] {
+      if (on_list(*this, s, frame, s->local_free, off) ||
+          on_list(*this, s, frame, s->remote_free.load(std::memory_order_acquire), off)) {
+        throw Error(EINVAL, label(), "free", "the block is already free (freed twice?)");
+      }
+    }
+    key_of(block) = free_key(off);
     if (tl_fast.uid == uid && s->heap == tl_fast.index + 1) [[likely]] {
       HeapSlot* h = tl_fast.heap;
       link_of(block) = s->local_free;
@@ -466,17 +532,24 @@ void ArenaImpl::deallocate(void* p) {
     }
     return;
   }
-  if (kind == FrameKind::large_head) {
-    auto* lh = reinterpret_cast<LargeHeader*>(base + (std::uint64_t{frame} << kFrameShift));
-    if (lh->magic != (kLargeMagic ^ frame) ||
-        static_cast<std::byte*>(p) != reinterpret_cast<std::byte*>(lh) + lh->user_offset) {
-      throw Error(EINVAL, label(), "free", "the pointer is not a block of this arena");
+  if (kind == FrameKind::large_head || kind == FrameKind::large_tail) {
+    // A large block aligned far enough may start in its run's second frame: find the head.
+    std::uint32_t head = frame;
+    while (head > header->meta_frames &&
+           static_cast<FrameKind>(frame_kind(head).load(std::memory_order_acquire)) == FrameKind::large_tail) {
+      --head;
     }
-    ArenaLock lock(header->arena_lock);
+    auto* lh = reinterpret_cast<LargeHeader*>(base + (std::uint64_t{head} << kFrameShift));
+    ArenaLock lock(*this);
+    if (static_cast<FrameKind>(frame_kind(head).load(std::memory_order_relaxed)) != FrameKind::large_head ||
+        lh->magic != (kLargeMagic ^ head) ||
+        static_cast<std::byte*>(p) != reinterpret_cast<std::byte*>(lh) + lh->user_offset) {
+      throw Error(EINVAL, label(), "free", "the pointer is not a live block of this arena");
+    }
     header->large_bytes.fetch_sub(lh->requested, std::memory_order_relaxed);
     const std::uint32_t frames = lh->frames;
     lh->magic = 0;
-    give_frames(frame, frames);
+    give_frames(head, frames);
     return;
   }
   throw Error(EINVAL, label(), "free", "the pointer is not a live block (freed twice?)");
@@ -490,9 +563,17 @@ std::size_t ArenaImpl::block_size(const void* p) const {
   const auto frame = static_cast<std::uint32_t>(off >> kFrameShift);
   const auto kind = static_cast<FrameKind>(frame_kind(frame).load(std::memory_order_acquire));
   if (kind == FrameKind::span) return span(frame)->block_size;
-  if (kind == FrameKind::large_head) {
-    const auto* lh = reinterpret_cast<const LargeHeader*>(base + (std::uint64_t{frame} << kFrameShift));
-    return (std::uint64_t{lh->frames} << kFrameShift) - lh->user_offset;
+  if (kind == FrameKind::large_head || kind == FrameKind::large_tail) {
+    std::uint32_t head = frame;
+    while (head > header->meta_frames &&
+           static_cast<FrameKind>(frame_kind(head).load(std::memory_order_acquire)) == FrameKind::large_tail) {
+      --head;
+    }
+    const auto* lh = reinterpret_cast<const LargeHeader*>(base + (std::uint64_t{head} << kFrameShift));
+    if (lh->magic == (kLargeMagic ^ head) &&
+        static_cast<const std::byte*>(p) == reinterpret_cast<const std::byte*>(lh) + lh->user_offset) {
+      return (std::uint64_t{lh->frames} << kFrameShift) - lh->user_offset;
+    }
   }
   throw Error(EINVAL, label(), "block size", "the pointer is not a live block");
 }

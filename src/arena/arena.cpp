@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "arena/impl.hpp"
 #include "os/os.hpp"
@@ -97,7 +98,7 @@ void detail::validate_header(const ArenaHeader& h, std::uint64_t segment_size,
 namespace detail {
 
 void ArenaImpl::join() {
-  ArenaLock lock(header->arena_lock);
+  ArenaLock lock(*this);
   UserSlot* slots = users();
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (std::uint32_t i = 0; i < header->max_users; ++i) {
@@ -119,9 +120,12 @@ void ArenaImpl::join() {
 }
 
 void ArenaImpl::leave() noexcept {
+  // A forked child closing an inherited handle it never used: the heaps and the user slot
+  // are its parent's, not its own.
+  if (pid != os::getpid()) return;
   release_heaps();
-  if (user == 0 || pid != os::getpid()) return;
-  ArenaLock lock(header->arena_lock);
+  if (user == 0) return;
+  ArenaLock lock(*this);
   users()[user - 1].active.store(0, std::memory_order_release);
   header->users.fetch_sub(1, std::memory_order_relaxed);
   user = 0;
@@ -137,10 +141,12 @@ std::uint32_t ArenaImpl::recover_dead() noexcept {
         slots[i].start_time != 0) {
       continue;  // alive
     }
-    // Dead: its heaps become adoptable, with every span and block they hold.
+    // Dead: its heaps become adoptable, with every span and block they hold, their counts
+    // repaired (a thread killed mid-operation may have left one off).
     for (std::uint32_t k = 0; k < header->max_heaps; ++k) {
       HeapSlot* h = heap(k);
       if (h->user == i + 1 && h->owner_tid.load(std::memory_order_relaxed) != 0) {
+        repair_heap_spans(k);
         h->owner_tid.store(0, std::memory_order_release);
       }
     }
@@ -149,7 +155,34 @@ std::uint32_t ArenaImpl::recover_dead() noexcept {
     header->users.fetch_sub(1, std::memory_order_relaxed);
     ++recovered;
   }
+  // A heap whose owner died between claiming it and recording its user names no live user.
+  for (std::uint32_t k = 0; k < header->max_heaps; ++k) {
+    HeapSlot* h = heap(k);
+    const std::uint32_t tid = h->owner_tid.load(std::memory_order_acquire);
+    if (tid == 0) continue;
+    const std::uint32_t u = h->user;
+    const bool user_active = u != 0 && u <= header->max_users &&
+                             slots[u - 1].active.load(std::memory_order_acquire) != 0;
+    if (!user_active && !os::thread_alive(static_cast<std::int32_t>(tid))) {
+      repair_heap_spans(k);
+      h->owner_tid.store(0, std::memory_order_release);
+      ++recovered;
+    }
+  }
   return recovered;
+}
+
+void ArenaImpl::repair_heap_spans(std::uint32_t index) noexcept {
+  const std::uint32_t frames = frames_now();
+  for (std::uint32_t f = header->meta_frames; f < frames; ++f) {
+    if (frame_kind(f).load(std::memory_order_acquire) != static_cast<std::uint8_t>(FrameKind::span)) {
+      continue;
+    }
+    SpanHeader* s = span(f);
+    if (s->heap == index + 1 && s->magic == (kSpanMagic ^ f) && s->size_class < kClasses) {
+      recount_span(*this, s, f);
+    }
+  }
 }
 
 void ArenaImpl::ensure_joined() {
@@ -248,6 +281,9 @@ struct ArenaAccess {
       ArenaLock lock(h.init_lock);
       const auto state = static_cast<ArenaState>(h.state.load(std::memory_order_acquire));
       if (state == ArenaState::ready) {
+        // Another process may have grown the arena since we mapped it: the file is extended
+        // before the header's size is, so look at the file again.
+        (void)impl->segment.refresh();
         detail::validate_header(h, impl->segment.size(), label);
         impl->join();
       } else if (config != nullptr) {
@@ -335,8 +371,15 @@ Arena Arena::open(std::string_view name) {
     if (h->magic != kMagic) {
       throw Error(EINVAL, std::string(name), "open", "not a shmkit arena (no arena header)");
     }
+    // Foreign bytes decide how much to map: check them before they reach mmap.
+    const std::uint64_t max = h->max_size;
+    if (max == 0 || max % kFrameSize != 0 || max > (std::uint64_t{1} << 46) ||
+        max > std::numeric_limits<std::size_t>::max() ||
+        h->attach_address % os::page_size() != 0) {
+      throw Error(EINVAL, std::string(name), "open", "the arena header is corrupted");
+    }
     OpenOptions o;
-    o.reserve = static_cast<std::size_t>(std::max<std::uint64_t>(h->max_size, probe.size()));
+    o.reserve = static_cast<std::size_t>(std::max<std::uint64_t>(max, probe.size()));
     o.address = reinterpret_cast<void*>(static_cast<std::uintptr_t>(h->attach_address));
     probe.close();
     Arena arena = ArenaAccess::attach(Segment::open(name, o), nullptr, {});
@@ -509,7 +552,7 @@ std::size_t Arena::grow_step() const noexcept {
 
 std::vector<ArenaUser> Arena::users() {
   std::vector<ArenaUser> out;
-  ArenaLock lock(impl_->header->arena_lock);
+  ArenaLock lock(*impl_);
   const UserSlot* slots = impl_->users();
   for (std::uint32_t i = 0; i < impl_->header->max_users; ++i) {
     if (slots[i].active.load(std::memory_order_acquire) == 0) continue;
@@ -525,7 +568,7 @@ std::vector<ArenaUser> Arena::users() {
 }
 
 std::uint32_t Arena::recover() {
-  ArenaLock lock(impl_->header->arena_lock);
+  ArenaLock lock(*impl_);
   return impl_->recover_dead();
 }
 

@@ -5,6 +5,7 @@
 // has returned, so no other thread or process ever sees a half-built object; if the
 // constructing process dies, the next holder of the (robust) lock removes the entry.
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "arena/impl.hpp"
@@ -21,14 +22,28 @@ constexpr std::size_t kMaxName = 255;
 
 DirEntry* entries(DirTable* t) { return reinterpret_cast<DirEntry*>(t + 1); }
 
+// The table, checked: its offset and capacity are bytes another process wrote.
 DirTable* table(ArenaImpl& a) {
   const std::uint64_t off = a.header->directory.load(std::memory_order_acquire);
-  return off == 0 ? nullptr : reinterpret_cast<DirTable*>(a.base + off);
+  if (off == 0) return nullptr;
+  const std::uint64_t size = a.header->size.load(std::memory_order_acquire);
+  const std::uint64_t meta = std::uint64_t{a.header->meta_frames} << kFrameShift;
+  auto* t = reinterpret_cast<DirTable*>(a.base + off);
+  if (off < meta || off % 16 != 0 || off + sizeof(DirTable) > size || t->capacity == 0 ||
+      (t->capacity & (t->capacity - 1)) != 0 ||
+      off + sizeof(DirTable) + std::uint64_t{t->capacity} * sizeof(DirEntry) > size ||
+      t->count > t->capacity) {
+    throw Error(EINVAL, a.label(), "directory", "the named-object table is corrupted");
+  }
+  return t;
 }
 
 bool same_name(ArenaImpl& a, const DirEntry& e, std::uint64_t hash, std::string_view name) {
-  return e.hash == hash && e.name_len == name.size() &&
-         std::memcmp(a.base + e.name, name.data(), name.size()) == 0;
+  if (e.hash != hash || e.name_len != name.size()) return false;
+  if (e.name + e.name_len > a.header->size.load(std::memory_order_acquire) || e.name == 0) {
+    throw Error(EINVAL, a.label(), "directory", "a named object's entry is corrupted");
+  }
+  return std::memcmp(a.base + e.name, name.data(), name.size()) == 0;
 }
 
 void free_quietly(ArenaImpl& a, std::uint64_t offset) noexcept {
@@ -51,22 +66,46 @@ void drop(ArenaImpl& a, DirTable* t, DirEntry& e) noexcept {
 void lock_directory(ArenaImpl& a) {
   Mutex& m = a.header->directory_lock;
   for (;;) {
-    const LockStatus st = m.acquire();
+    const LockStatus st = m.acquire_for(std::chrono::milliseconds(200));
     if (st == LockStatus::acquired) return;
     if (st == LockStatus::owner_died) {
-      if (DirTable* t = table(a)) {
-        for (std::uint32_t i = 0; i < t->capacity; ++i) {
-          if (entries(t)[i].state == static_cast<std::uint32_t>(DirState::constructing)) {
-            drop(a, t, entries(t)[i]);
+      try {
+        if (DirTable* t = table(a)) {
+          for (std::uint32_t i = 0; i < t->capacity; ++i) {
+            if (entries(t)[i].state == static_cast<std::uint32_t>(DirState::constructing)) {
+              drop(a, t, entries(t)[i]);
+            }
           }
         }
+      } catch (const Error&) {
+        // A corrupted table: every later use reports it; nothing to repair here.
       }
       m.mark_consistent();
       return;
     }
+    if (st == LockStatus::timed_out) {
+      (void)m.break_if_owner_gone();
+      continue;
+    }
     m.reset();
   }
 }
+
+// Holds directory_lock until destroyed, unless keep() hands it on (to named_done()).
+class DirLock {
+ public:
+  explicit DirLock(ArenaImpl& a) : a_(a) { lock_directory(a); }
+  ~DirLock() {
+    if (held_) a_.header->directory_lock.unlock();
+  }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  void keep() noexcept { held_ = false; }
+
+ private:
+  ArenaImpl& a_;
+  bool held_ = true;
+};
 
 // Finds `name`: its entry, or the slot where it would go (nullptr when the table is full).
 DirEntry* probe(ArenaImpl& a, DirTable* t, std::uint64_t hash, std::string_view name, bool& found) {
@@ -132,47 +171,36 @@ std::pair<void*, bool> Arena::named(std::string_view name, std::uint64_t type, s
   const std::string label(name);
   check_name(name, label);
   const std::uint64_t hash = detail::fnv1a(name);
-  lock_directory(a);
-  try {
-    bool found = false;
-    DirEntry* e = probe(a, table(a), hash, name, found);
-    if (found) {
-      if (e->type != type) {
-        throw Error(EINVAL, label, "find", "the object was made as another type");
-      }
-      void* p = a.base + e->object;
-      a.header->directory_lock.unlock();
-      return {p, false};
-    }
-    if (!create) {
-      a.header->directory_lock.unlock();
-      return {nullptr, false};
-    }
-    make_room(a, label);
-    e = probe(a, table(a), hash, name, found);
-    void* object = a.allocate(size == 0 ? 1 : size, align < 16 ? 16 : align);
-    void* copy = object != nullptr ? a.allocate(name.size(), 16) : nullptr;
-    if (copy == nullptr) {
-      if (object != nullptr) a.deallocate(object);
-      throw Error(ENOMEM, label, "construct", "no room in the arena");
-    }
-    std::memcpy(copy, name.data(), name.size());
-    DirTable* t = table(a);
-    if (e->state == static_cast<std::uint32_t>(DirState::removed)) --t->removed;
-    e->hash = hash;
-    e->type = type;
-    e->object = static_cast<std::uint64_t>(static_cast<std::byte*>(object) - a.base);
-    e->name = static_cast<std::uint64_t>(static_cast<std::byte*>(copy) - a.base);
-    e->name_len = static_cast<std::uint32_t>(name.size());
-    e->size = size;
-    e->state = static_cast<std::uint32_t>(DirState::constructing);
-    ++t->count;
-    a.pending_entry = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(e) - a.base);
-    return {object, true};  // the lock stays held until named_done()
-  } catch (...) {
-    a.header->directory_lock.unlock();
-    throw;
+  DirLock lock(a);
+  bool found = false;
+  DirEntry* e = probe(a, table(a), hash, name, found);
+  if (found) {
+    if (e->type != type) throw Error(EINVAL, label, "find", "the object was made as another type");
+    return {a.base + e->object, false};
   }
+  if (!create) return {nullptr, false};
+  make_room(a, label);
+  e = probe(a, table(a), hash, name, found);
+  void* object = a.allocate(size == 0 ? 1 : size, align < 16 ? 16 : align);
+  void* copy = object != nullptr ? a.allocate(name.size(), 16) : nullptr;
+  if (copy == nullptr) {
+    if (object != nullptr) a.deallocate(object);
+    throw Error(ENOMEM, label, "construct", "no room in the arena");
+  }
+  std::memcpy(copy, name.data(), name.size());
+  DirTable* t = table(a);
+  if (e->state == static_cast<std::uint32_t>(DirState::removed)) --t->removed;
+  e->hash = hash;
+  e->type = type;
+  e->object = static_cast<std::uint64_t>(static_cast<std::byte*>(object) - a.base);
+  e->name = static_cast<std::uint64_t>(static_cast<std::byte*>(copy) - a.base);
+  e->name_len = static_cast<std::uint32_t>(name.size());
+  e->size = size;
+  e->state = static_cast<std::uint32_t>(DirState::constructing);
+  ++t->count;
+  a.pending_entry = static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(e) - a.base);
+  lock.keep();  // held until named_done(): nobody sees the object before it is built
+  return {object, true};
 }
 
 void Arena::named_done(bool built) noexcept {
@@ -187,30 +215,39 @@ void Arena::named_done(bool built) noexcept {
   a.header->directory_lock.unlock();
 }
 
-bool Arena::unname(std::string_view name, std::uint64_t type) {
+void* Arena::detach(std::string_view name, std::uint64_t type) {
   ArenaImpl& a = *impl_;
-  lock_directory(a);
+  const std::string label(name);
+  check_name(name, label);
+  DirLock lock(a);
   bool found = false;
-  DirEntry* e = probe(a, table(a), detail::fnv1a(name), name, found);
-  const bool ok = found && e->type == type;
-  if (ok) drop(a, table(a), *e);
-  a.header->directory_lock.unlock();
-  return ok;
+  DirTable* t = table(a);
+  DirEntry* e = probe(a, t, detail::fnv1a(name), name, found);
+  if (!found) return nullptr;
+  if (e->type != type) throw Error(EINVAL, label, "destroy", "the object was made as another type");
+  // The entry goes first, under the lock: of processes destroying the same name at once,
+  // exactly one gets the object.
+  void* object = a.base + e->object;
+  free_quietly(a, e->name);
+  e->state = static_cast<std::uint32_t>(DirState::removed);
+  --t->count;
+  ++t->removed;
+  return object;
 }
 
 std::vector<std::string> Arena::names() {
   ArenaImpl& a = *impl_;
   std::vector<std::string> out;
-  lock_directory(a);
+  DirLock lock(a);
   if (DirTable* t = table(a)) {
     for (std::uint32_t i = 0; i < t->capacity; ++i) {
       const DirEntry& e = entries(t)[i];
-      if (e.state == static_cast<std::uint32_t>(DirState::live)) {
+      if (e.state == static_cast<std::uint32_t>(DirState::live) && e.name != 0 &&
+          e.name + e.name_len <= a.header->size.load(std::memory_order_acquire)) {
         out.emplace_back(reinterpret_cast<const char*>(a.base + e.name), e.name_len);
       }
     }
   }
-  a.header->directory_lock.unlock();
   return out;
 }
 

@@ -5,6 +5,7 @@
 // A run is committed by writing its head last and released by clearing its head first, so a
 // process killed in between leaves only orphan tails, which repair_frames() frees.
 #include <algorithm>
+#include <chrono>
 
 #include "arena/impl.hpp"
 #include "os/os.hpp"
@@ -15,8 +16,12 @@ using namespace arena;
 
 ArenaLock::ArenaLock(Mutex& m) noexcept : mutex(m) {
   for (;;) {
-    const LockStatus st = m.acquire();
+    const LockStatus st = m.acquire_for(std::chrono::milliseconds(200));
     if (st == LockStatus::acquired) return;
+    if (st == LockStatus::timed_out) {
+      (void)m.break_if_owner_gone();
+      continue;
+    }
     if (st == LockStatus::owner_died) {
       // The arena's structures are kept consistent at every store (or repaired by the
       // caller, which sees owner_died): the lock itself is always usable again.
@@ -26,6 +31,10 @@ ArenaLock::ArenaLock(Mutex& m) noexcept : mutex(m) {
     }
     m.reset();  // not_recoverable: only if someone misused it; make it usable again
   }
+}
+
+ArenaLock::ArenaLock(ArenaImpl& a) noexcept : ArenaLock(a.header->arena_lock) {
+  if (owner_died) a.repair_frames();
 }
 
 namespace {
@@ -75,6 +84,43 @@ void ArenaImpl::give_frames(std::uint32_t first, std::uint32_t count) noexcept {
   }
   if (first < header->frame_hint.load(std::memory_order_relaxed)) {
     header->frame_hint.store(first, std::memory_order_relaxed);
+  }
+}
+
+void ArenaImpl::repair_frames() noexcept {
+  // A holder died between the steps of taking or giving back frames. Heads are written last
+  // when taking and cleared first when giving back, so what it can leave is: a head whose
+  // magic is cleared (a large block being freed), a span whose magic is cleared (a span
+  // being released), and tails with no head. Each goes back to the free frames.
+  const std::uint32_t frames = frames_now();
+  const auto kind_at = [this](std::uint32_t f) { return static_cast<FrameKind>(frame_kind(f).load(std::memory_order_relaxed)); };
+  for (std::uint32_t f = header->meta_frames; f < frames; ++f) {
+    switch (kind_at(f)) {
+      case FrameKind::large_head: {
+        const auto* lh = reinterpret_cast<const LargeHeader*>(base + (std::uint64_t{f} << kFrameShift));
+        if (lh->magic == (kLargeMagic ^ f) && lh->frames != 0 && f + lh->frames <= frames) {
+          f += lh->frames - 1;  // intact: skip its tails
+          break;
+        }
+        std::uint32_t end = f + 1;
+        while (end < frames && kind_at(end) == FrameKind::large_tail) ++end;
+        give_frames(f, end - f);
+        f = end - 1;
+        break;
+      }
+      case FrameKind::large_tail: {
+        std::uint32_t end = f + 1;
+        while (end < frames && kind_at(end) == FrameKind::large_tail) ++end;
+        give_frames(f, end - f);
+        f = end - 1;
+        break;
+      }
+      case FrameKind::span:
+        if (span(f)->magic != (kSpanMagic ^ f)) give_frames(f, 1);
+        break;
+      default:
+        break;
+    }
   }
 }
 

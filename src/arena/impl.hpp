@@ -58,13 +58,18 @@ struct ArenaImpl {
   std::uint32_t take_frames(std::uint32_t count) noexcept;  // 0 when full and cannot grow
   void give_frames(std::uint32_t first, std::uint32_t count) noexcept;
   bool grow_for(std::uint32_t frames) noexcept;
+  void repair_frames() noexcept;  // after a holder of the arena lock died
 
   // ---- Users (arena.cpp) ----
   void join();                          // claims a user slot (EUSERS when full)
   void leave() noexcept;
   std::uint32_t recover_dead() noexcept;  // under arena_lock
+  void repair_heap_spans(std::uint32_t index) noexcept;  // a dead owner's spans
   void ensure_joined();                 // after fork, the child joins as itself
 };
+
+/// Collects a span's remote frees and recomputes its use count from its lists (alloc.cpp).
+void recount_span(ArenaImpl& a, arena::SpanHeader* s, std::uint32_t frame) noexcept;
 
 /// Checks a header read from another process (foreign bytes) against `segment_size`.
 /// Throws Error(EINVAL) saying what is wrong.
@@ -76,10 +81,13 @@ ArenaImpl* find_impl_by_base(const void* base) noexcept;
 void register_impl(ArenaImpl* impl);
 void unregister_impl(ArenaImpl* impl) noexcept;
 
-/// Locks `m`; a dead previous owner is accepted (the caller repairs what it protects, then
-/// marks it consistent) — the arena's own locks are always repairable.
+/// Locks one of the arena's own locks. A dead previous owner is accepted: the arena lock's
+/// structures are repaired (repair_frames), the others are consistent at every store. A lock
+/// word naming a thread that does not exist (garbage, or a dead owner the kernel could not
+/// report) is broken after a short wait instead of hanging.
 struct ArenaLock {
   explicit ArenaLock(Mutex& m) noexcept;
+  explicit ArenaLock(ArenaImpl& a) noexcept;  // the arena lock, repairing the frame map
   ~ArenaLock() { mutex.unlock(); }
   ArenaLock(const ArenaLock&) = delete;
   ArenaLock& operator=(const ArenaLock&) = delete;

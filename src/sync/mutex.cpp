@@ -175,6 +175,17 @@ void Mutex::unlock_slow() noexcept {
   release_word(detail::tls_state, false);
 }
 
+bool Mutex::break_if_owner_gone() noexcept {
+  std::uint32_t v = rw_.word.load(std::memory_order_relaxed);
+  const auto owner = static_cast<std::int32_t>(v & kTidMask);
+  if (owner == 0 || os::thread_alive(owner)) return false;
+  if (!rw_.word.compare_exchange_strong(v, (v & kWaiters) | kOwnerDied, std::memory_order_relaxed)) {
+    return false;
+  }
+  os::futex_wake(&rw_.word, INT_MAX);
+  return true;
+}
+
 void Mutex::mark_consistent() noexcept {
   state().fetch_and(~kInconsistent, std::memory_order_relaxed);
 }

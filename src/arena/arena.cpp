@@ -322,35 +322,41 @@ ArenaConfig fitted(std::string_view name, const ArenaConfig& config) {
   return c;
 }
 
+// How a new arena's segment is made: its settings fitted to the namespace, its layout, and
+// the segment options (reserving the maximum, so that growth never moves it).
+struct Plan {
+  ArenaConfig config;
+  Geometry geometry;
+  CreateOptions options;
+  std::size_t size;  // initial bytes
+};
+
+Plan plan_for(std::string_view name, const ArenaConfig& wanted) {
+  Plan p{fitted(name, wanted), {}, {}, 0};
+  p.geometry = geometry(p.config, name.empty() ? "(anonymous)" : std::string(name));
+  p.options.mode = p.config.mode;
+  p.options.reserve = static_cast<std::size_t>(p.geometry.max_size);
+  p.options.address = p.config.attach_address;
+  p.size = static_cast<std::size_t>(std::min<std::uint64_t>(
+      std::max<std::uint64_t>(round_up(p.config.size, kFrameSize), p.geometry.min_size),
+      p.geometry.max_size));
+  return p;
+}
+
 }  // namespace
 
 Arena Arena::create(std::string_view name, const ArenaConfig& wanted, const Init& init) {
-  const ArenaConfig config = fitted(name, wanted);
-  const Geometry g = geometry(config, std::string(name));
-  CreateOptions o;
-  o.mode = config.mode;
-  o.reserve = static_cast<std::size_t>(g.max_size);
-  o.address = config.attach_address;
-  const std::size_t size = static_cast<std::size_t>(std::max<std::uint64_t>(
-      round_up(config.size, kFrameSize), g.min_size));
-  Segment seg = Segment::create(name, std::min<std::size_t>(size, g.max_size), o);
+  const Plan p = plan_for(name, wanted);
+  Segment seg = Segment::create(name, p.size, p.options);
   seg.set_remove_on_close(true);  // until initialised: a failed create leaves nothing
-  Arena a = ArenaAccess::attach(std::move(seg), &config, init);
+  Arena a = ArenaAccess::attach(std::move(seg), &p.config, init);
   a.impl_->segment.set_remove_on_close(false);
   return a;
 }
 
 Arena Arena::open_or_create(std::string_view name, const ArenaConfig& wanted, const Init& init) {
-  const ArenaConfig config = fitted(name, wanted);
-  const Geometry g = geometry(config, std::string(name));
-  CreateOptions o;
-  o.mode = config.mode;
-  o.reserve = static_cast<std::size_t>(g.max_size);
-  o.address = config.attach_address;
-  const std::size_t size = static_cast<std::size_t>(std::max<std::uint64_t>(
-      round_up(config.size, kFrameSize), g.min_size));
-  Segment seg = Segment::open_or_create(name, std::min<std::size_t>(size, g.max_size), o);
-  Arena arena = ArenaAccess::attach(std::move(seg), &config, init);
+  const Plan p = plan_for(name, wanted);
+  Arena arena = ArenaAccess::attach(Segment::open_or_create(name, p.size, p.options), &p.config, init);
   // Joined an arena made elsewhere with a larger maximum, or pinned to another address:
   // map it again as it asks (its header is complete now that it is ready).
   if (arena.created() || mapped_as_asked(arena)) return arena;
@@ -389,14 +395,8 @@ Arena Arena::open(std::string_view name) {
 }
 
 Arena Arena::create_anonymous(const ArenaConfig& config, const Init& init) {
-  const Geometry g = geometry(config, "(anonymous)");
-  CreateOptions o;
-  o.reserve = static_cast<std::size_t>(g.max_size);
-  o.address = config.attach_address;
-  const std::size_t size = static_cast<std::size_t>(std::max<std::uint64_t>(
-      round_up(config.size, kFrameSize), g.min_size));
-  return ArenaAccess::attach(Segment::create_anonymous(std::min<std::size_t>(size, g.max_size), o),
-                             &config, init);
+  const Plan p = plan_for({}, config);
+  return ArenaAccess::attach(Segment::create_anonymous(p.size, p.options), &p.config, init);
 }
 
 void Arena::remove(std::string_view name) { Segment::remove(name); }

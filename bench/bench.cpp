@@ -20,6 +20,7 @@ struct Layer {
 constexpr Layer kLayers[] = {
     {"segment", run_segment},
     {"locks", run_locks},
+    {"alloc", run_alloc},
 };
 
 }  // namespace

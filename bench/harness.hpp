@@ -26,6 +26,7 @@ namespace shmkit::bench {
 
 int run_segment(const Options& options);
 int run_locks(const Options& options);
+int run_alloc(const Options& options);
 
 // ---- Timing ----
 

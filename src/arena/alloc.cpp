@@ -280,7 +280,7 @@ inline void* pop(ArenaImpl& a, SpanHeader* s, std::uint32_t frame) noexcept {
 }
 
 // The current span of class `c` ran dry: find blocks elsewhere, or a new span.
-void* refill(ArenaImpl& a, HeapSlot* h, std::uint32_t c) noexcept {
+[[gnu::noinline]] void* refill(ArenaImpl& a, HeapSlot* h, std::uint32_t c) noexcept {
   drain_remote_spans(a, h);
   const std::uint32_t cur = h->current[c];
   if (cur != 0) {
@@ -382,6 +382,10 @@ void adopt(ArenaImpl& a, std::uint32_t index) noexcept {
 
 HeapSlot* ArenaImpl::my_heap() noexcept {
   if (tl_fast.uid == uid) [[likely]] return tl_fast.heap;
+  return my_heap_slow();
+}
+
+HeapSlot* ArenaImpl::my_heap_slow() noexcept {
   ensure_joined();
   for (const Binding& b : tl_heaps.bindings) {
     if (b.uid == uid) {
@@ -440,6 +444,10 @@ void* ArenaImpl::allocate(std::size_t size, std::size_t align) noexcept {
       return refill(*this, h, c);
     }
   }
+  return allocate_large(size, align);
+}
+
+void* ArenaImpl::allocate_large(std::size_t size, std::size_t align) noexcept {
   if (align > kFrameSize || (align & (align - 1)) != 0) return nullptr;
   // Large: whole frames; the caller's block starts after the header, at an address aligned
   // to `align` (the base is only page-aligned, so the padding depends on where it lands).
@@ -468,6 +476,43 @@ void* ArenaImpl::allocate(std::size_t size, std::size_t align) noexcept {
 }
 
 void ArenaImpl::deallocate(void* p) {
+  // The common case inline: a valid block of a span this thread's heap owns, not already
+  // free. Everything else (other heaps' blocks, large blocks, errors) takes the slow path.
+  const auto off = static_cast<std::uint64_t>(static_cast<std::byte*>(p) - base);
+  if (tl_fast.uid == uid && static_cast<std::byte*>(p) >= base &&
+      off >= (std::uint64_t{header->meta_frames} << kFrameShift) &&
+      off < header->size.load(std::memory_order_acquire)) [[likely]] {
+    const auto frame = static_cast<std::uint32_t>(off >> kFrameShift);
+    SpanHeader* s = span(frame);
+    if (frame_kind(frame).load(std::memory_order_acquire) == static_cast<std::uint8_t>(FrameKind::span) &&
+        s->magic == (kSpanMagic ^ frame) && s->heap == tl_fast.index + 1 &&
+        s->size_class < kClasses) [[likely]] {
+      const std::uint64_t rel = off - (std::uint64_t{frame} << kFrameShift) - kSpanHeaderSize;
+      const std::uint64_t index = (rel * kInverses.of[s->size_class]) >> 32;
+      std::byte* block = static_cast<std::byte*>(p);
+      if (index * s->block_size == rel && index < s->bumped && key_of(block) != free_key(off))
+          [[likely]] {
+        HeapSlot* h = tl_fast.heap;
+        key_of(block) = free_key(off);
+        link_of(block) = s->local_free;
+        s->local_free = off;
+        --s->used;
+        ++h->frees;
+        if (h->current[s->size_class] != frame) [[unlikely]] {
+          if (s->used == 0) {
+            release_span(*this, h, s, frame);
+          } else if (s->in_partial == 0) {
+            push_partial(h, s, frame);
+          }
+        }
+        return;
+      }
+    }
+  }
+  deallocate_slow(p);
+}
+
+void ArenaImpl::deallocate_slow(void* p) {
   const auto off = static_cast<std::uint64_t>(static_cast<std::byte*>(p) - base);
   const std::uint64_t meta = std::uint64_t{header->meta_frames} << kFrameShift;
   if (static_cast<std::byte*>(p) < base || off < meta ||
@@ -579,3 +624,38 @@ std::size_t ArenaImpl::block_size(const void* p) const {
 }
 
 }  // namespace shmkit::detail
+
+// ---- The public entry points, here so that the fast paths inline into them ----
+
+namespace shmkit {
+
+using arena::kFrameSize;
+
+[[gnu::flatten]] void* Arena::try_allocate(std::size_t size, std::size_t align) noexcept {
+  if (align == 0 || (align & (align - 1)) != 0) return nullptr;
+  return impl_->allocate(size, align);
+}
+
+[[gnu::flatten]] void* Arena::allocate(std::size_t size, std::size_t align) {
+  if (align == 0 || (align & (align - 1)) != 0 || align > kFrameSize) {
+    throw Error(EINVAL, impl_->label(), "allocate", "the alignment is not a power of two up to 64 KiB");
+  }
+  void* p = impl_->allocate(size, align);
+  if (p == nullptr) {
+    throw Error(ENOMEM, impl_->label(), "allocate",
+                "no room for " + std::to_string(size) + " bytes (the arena is at its maximum size, "
+                "or memory is short)");
+  }
+  return p;
+}
+
+[[gnu::flatten]] void Arena::deallocate(void* p) noexcept {
+  if (p == nullptr) return;
+  try {
+    impl_->deallocate(p);
+  } catch (const Error& e) {
+    report_error(e);
+  }
+}
+
+}  // namespace shmkit

@@ -476,24 +476,6 @@ bool Arena::compare_exchange_root(void*& expected, void* desired) {
 
 // ---- Allocation ----
 
-void* Arena::try_allocate(std::size_t size, std::size_t align) noexcept {
-  if (align == 0 || (align & (align - 1)) != 0) return nullptr;
-  return impl_->allocate(size, align);
-}
-
-void* Arena::allocate(std::size_t size, std::size_t align) {
-  if (align == 0 || (align & (align - 1)) != 0 || align > kFrameSize) {
-    throw Error(EINVAL, impl_->label(), "allocate", "the alignment is not a power of two up to 64 KiB");
-  }
-  void* p = impl_->allocate(size, align);
-  if (p == nullptr) {
-    throw Error(ENOMEM, impl_->label(), "allocate",
-                "no room for " + std::to_string(size) + " bytes (the arena is at its maximum size, "
-                "or memory is short)");
-  }
-  return p;
-}
-
 void* Arena::allocate_zeroed(std::size_t size, std::size_t align) {
   void* p = allocate(size, align);
   std::memset(p, 0, size);
@@ -533,14 +515,6 @@ void* Arena::reallocate(void* p, std::size_t size) {
 
 std::size_t Arena::block_size(const void* p) const { return impl_->block_size(p); }
 
-void Arena::deallocate(void* p) noexcept {
-  if (p == nullptr) return;
-  try {
-    impl_->deallocate(p);
-  } catch (const Error& e) {
-    report_error(e);
-  }
-}
 
 void Arena::set_grow_step(std::size_t bytes) noexcept {
   impl_->header->grow_step.store(bytes, std::memory_order_relaxed);

@@ -49,9 +49,12 @@ struct ArenaImpl {
 
   // ---- Allocation (alloc.cpp) ----
   void* allocate(std::size_t size, std::size_t align) noexcept;
+  [[gnu::noinline]] void* allocate_large(std::size_t size, std::size_t align) noexcept;
   void deallocate(void* p);  // throws Error(EINVAL) for a pointer that is not a live block
+  [[gnu::noinline]] void deallocate_slow(void* p);
   std::size_t block_size(const void* p) const;
   arena::HeapSlot* my_heap() noexcept;  // nullptr when no heap slot is free
+  [[gnu::noinline]] arena::HeapSlot* my_heap_slow() noexcept;
   void release_heaps() noexcept;        // at close: hand our threads' heaps back
 
   // ---- Frames (frames.cpp), under arena_lock ----

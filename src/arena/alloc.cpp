@@ -386,7 +386,12 @@ HeapSlot* ArenaImpl::my_heap() noexcept {
 }
 
 HeapSlot* ArenaImpl::my_heap_slow() noexcept {
-  ensure_joined();
+  try {
+    ensure_joined();  // a forked child joins as itself: the table may be full (EUSERS)
+  } catch (const Error& e) {
+    report_error(e);
+    return nullptr;  // the allocation fails; nothing else changes
+  }
   for (const Binding& b : tl_heaps.bindings) {
     if (b.uid == uid) {
       tl_fast = {uid, heap(b.index), b.index};

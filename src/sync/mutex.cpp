@@ -106,30 +106,13 @@ LockStatus Mutex::acquire_slow(detail::ThreadState& ts, std::int64_t deadline_ns
       leave();
       return LockStatus::busy;
     }
-    if (ts.spin && spins < sync::kSpinLimit) {
-      ++spins;
-      detail::cpu_relax();
-      continue;
-    }
-    if (!counted) {
-      // INV-MUTEX-2, the sleeper's side: count in, fence, then look at the word again.
-      waiters().fetch_add(1, std::memory_order_seq_cst);
-      if (ts.heavy_fence) (void)os::heavy_fence();
-      counted = true;
-      continue;
-    }
-    if ((v & kWaiters) == 0) {
-      if (!rw_.word.compare_exchange_weak(v, v | kWaiters, std::memory_order_relaxed)) continue;
-      v |= kWaiters;
-    }
-    // Without heavy fences a release may slip past us: never sleep long then.
-    const sync::Sleep sleep =
-        sync::sleep_on(&rw_.word, v, deadline_ns, ts.heavy_fence ? -1 : sync::kUnfencedSleepNs);
-    if (sleep == sync::Sleep::timed_out) {
+    const sync::Step step =
+        sync::wait_for_owner(ts, rw_.word, v, waiters(), spins, counted, deadline_ns);
+    if (step == sync::Step::timed_out) {
       leave();
       return LockStatus::timed_out;
     }
-    if (sleep == sync::Sleep::check_peer && !ts.robust) {
+    if (step == sync::Step::check_peer && !ts.robust) {
       // Without a robust list the kernel cannot tell us of a dead owner: look ourselves.
       const std::int32_t owner = static_cast<std::int32_t>(v & kTidMask);
       if (owner != 0 && !os::thread_alive(owner)) {

@@ -223,24 +223,8 @@ LockStatus SharedMutex::acquire_shared_until_ns(std::int64_t deadline_ns, bool o
       leave();
       return LockStatus::busy;
     }
-    if (ts.spin && spins < sync::kSpinLimit) {
-      ++spins;
-      detail::cpu_relax();
-      continue;
-    }
-    if (!counted) {
-      writer_.waiters().fetch_add(1, std::memory_order_seq_cst);
-      if (ts.heavy_fence) (void)os::heavy_fence();
-      counted = true;
-      continue;
-    }
-    if ((v & kWaiters) == 0) {
-      if (!word.compare_exchange_weak(v, v | kWaiters, std::memory_order_relaxed)) continue;
-      v |= kWaiters;
-    }
-    const sync::Sleep s =
-        sync::sleep_on(&word, v, deadline_ns, ts.heavy_fence ? -1 : sync::kUnfencedSleepNs);
-    if (s == sync::Sleep::timed_out) {
+    if (sync::wait_for_owner(ts, word, v, writer_.waiters(), spins, counted, deadline_ns) ==
+        sync::Step::timed_out) {
       leave();
       return LockStatus::timed_out;
     }

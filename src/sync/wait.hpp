@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "os/os.hpp"
+#include "shmkit/detail/robust.hpp"
 
 namespace shmkit::sync {
 
@@ -42,6 +43,43 @@ inline Sleep sleep_on(const std::atomic<std::uint32_t>* word, std::uint32_t expe
   if (deadline_first) wake_at = deadline_ns;
   if (os::futex_wait(word, expected, wake_at) != ETIMEDOUT) return Sleep::woken;
   return deadline_first ? Sleep::timed_out : Sleep::check_peer;
+}
+
+/// What one pass of wait_for_owner() did.
+enum class Step { again, woken, timed_out, check_peer };
+
+/// One pass of waiting for an owned word (Mutex, SharedMutex) whose last value was `v`, held
+/// by someone: spin a while (spins), then count in as a waiter and fence (INV-MUTEX-2, once:
+/// counted), then flag the word kWaiters and sleep. The caller loops until it can take the
+/// word, and counts itself out of `waiters` when it leaves if `counted`.
+inline Step wait_for_owner(detail::ThreadState& ts, std::atomic<std::uint32_t>& word,
+                           std::uint32_t v, std::atomic_ref<std::uint32_t> waiters, int& spins,
+                           bool& counted, std::int64_t deadline_ns) noexcept {
+  if (ts.spin && spins < kSpinLimit) {
+    ++spins;
+    detail::cpu_relax();
+    return Step::again;
+  }
+  if (!counted) {
+    // INV-MUTEX-2, the sleeper's side: count in, fence, then look at the word again.
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (ts.heavy_fence) (void)os::heavy_fence();
+    counted = true;
+    return Step::again;
+  }
+  if ((v & detail::kWaiters) == 0) {
+    if (!word.compare_exchange_weak(v, v | detail::kWaiters, std::memory_order_relaxed)) {
+      return Step::again;
+    }
+    v |= detail::kWaiters;
+  }
+  // Without heavy fences a release may slip past us: never sleep long then.
+  switch (sleep_on(&word, v, deadline_ns, ts.heavy_fence ? -1 : kUnfencedSleepNs)) {
+    case Sleep::woken: return Step::woken;
+    case Sleep::timed_out: return Step::timed_out;
+    case Sleep::check_peer: return Step::check_peer;
+  }
+  return Step::again;
 }
 
 /// Converts a steady_clock deadline to the futex's absolute nanoseconds.

@@ -12,6 +12,7 @@
 #include "shmkit/mutex.hpp"
 #include "shmkit/name.hpp"
 #include "shmkit/offset_ptr.hpp"
+#include "shmkit/ring.hpp"
 #include "shmkit/segment.hpp"
 #include "shmkit/semaphore.hpp"
 #include "shmkit/shared_mutex.hpp"

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: MIT
+// Queue: Vyukov's bounded MPMC queue with claims in the peer table, so that the reaper can
+// tell which half-done slot a dead peer left behind (queue.hpp has the protocol).
+#include "shmkit/channel/queue.hpp"
+
+#include "channel/wait.hpp"
+#include "shmkit/arena.hpp"
+
+namespace shmkit {
+
+using detail::ChannelKind;
+using detail::SlotHeader;
+
+// ---- Creating and opening ----
+
+Queue Queue::create(std::string_view name, const ChannelConfig& config, Role role,
+                    const CreateOptions& options) {
+  Queue q;
+  q.create_in_segment(ChannelKind::queue, name, config, role, options);
+  return q;
+}
+
+Queue Queue::open(std::string_view name, Role role) {
+  Queue q;
+  q.open_segment(ChannelKind::queue, name, role);
+  return q;
+}
+
+Queue Queue::open_or_create(std::string_view name, const ChannelConfig& config, Role role,
+                            const CreateOptions& options) {
+  Queue q;
+  q.open_or_create_segment(ChannelKind::queue, name, config, role, options);
+  return q;
+}
+
+Queue Queue::create_anonymous(const ChannelConfig& config) {
+  Queue q;
+  q.create_anonymous_segment(ChannelKind::queue, config);
+  q.role_ = Role::both;  // unregistered: whoever inherits it may produce or consume
+  return q;
+}
+
+Queue Queue::create(Arena& arena, std::string_view name, const ChannelConfig& config, Role role) {
+  Queue q;
+  q.create_in_arena(ChannelKind::queue, arena, name, config, role);
+  return q;
+}
+
+Queue Queue::open(Arena& arena, std::string_view name, Role role) {
+  Queue q;
+  q.open_in_arena(ChannelKind::queue, arena, name, role);
+  return q;
+}
+
+Queue Queue::open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
+                            Role role) {
+  Queue q;
+  q.open_or_create_in_arena(ChannelKind::queue, arena, name, config, role);
+  return q;
+}
+
+// ---- Producer ----
+
+std::span<std::byte> Queue::try_loan() {
+  if (!(static_cast<unsigned>(role_) & 1u)) [[unlikely]] throw_no_role("loan");
+  if (loaned_ != 0) return {payload(loaned_ - 1), slot_size_};
+  std::uint64_t pos = hdr_->head.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t seq = slot(pos)->seq.load(std::memory_order_acquire);
+    const auto turn = static_cast<std::int64_t>(seq - pos);
+    if (turn < 0) {  // the slot still holds the message of the previous lap: full
+      // A claim left behind by a lost CAS would make the reaper wait for this live handle.
+      if (me_ != nullptr) me_->produce.store(0, std::memory_order_relaxed);
+      return {};
+    }
+    if (turn > 0) {           // another producer took pos
+      pos = hdr_->head.load(std::memory_order_relaxed);
+      continue;
+    }
+    // The claim is stored before the CAS that takes pos; a reaper that sees head past pos
+    // (acquire) sees the claim too.
+    if (me_ != nullptr) me_->produce.store(pos + 1, std::memory_order_relaxed);
+    if (hdr_->head.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+      loaned_ = pos + 1;
+      return {payload(pos), slot_size_};
+    }
+  }
+}
+
+std::span<std::byte> Queue::loan(std::chrono::nanoseconds timeout) {
+  if (std::span<std::byte> s = try_loan(); !s.empty()) return s;
+  const Clock::time_point deadline = deadline_after(timeout);
+  for (;;) {
+    auto room = [&] {
+      const std::uint64_t pos = hdr_->head.load(std::memory_order_relaxed);
+      return slot(pos)->seq.load(std::memory_order_acquire) >= pos;
+    };
+    if (!wait_until(hdr_->not_full, room, deadline, true)) return {};
+    if (std::span<std::byte> s = try_loan(); !s.empty()) return s;  // else another took it
+  }
+}
+
+void Queue::publish(std::size_t bytes) {
+  if (bytes > slot_size_) [[unlikely]] throw_too_big(bytes);
+  publish_with(bytes, 0);
+}
+
+void Queue::publish_with(std::size_t bytes, std::uint32_t flags) noexcept {
+  SHMKIT_ASSERT(loaned_ != 0);
+  const std::uint64_t pos = loaned_ - 1;
+  SlotHeader* s = slot(pos);
+  s->size = static_cast<std::uint32_t>(bytes);
+  s->flags = flags;
+  s->seq.store(pos + 1, std::memory_order_release);  // full: the consumers' turn
+  loaned_ = 0;
+  if (me_ != nullptr) {
+    me_->produce.store(0, std::memory_order_release);
+    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+  }
+  hdr_->not_empty.notify_one();
+}
+
+bool Queue::try_send(std::span<const std::byte> message) {
+  if (message.size() > slot_size_) [[unlikely]] throw_too_big(message.size());
+  const std::span<std::byte> s = try_loan();
+  if (s.empty()) return false;
+  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
+  publish(message.size());
+  return true;
+}
+
+bool Queue::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
+  if (message.size() > slot_size_) {
+    if (arena() == nullptr) throw_too_big(message.size());
+    const std::span<std::byte> block = allocate_block(message.size());
+    std::memcpy(block.data(), message.data(), message.size());
+    if (publish_block(block, timeout)) return true;
+    arena()->deallocate(block.data());
+    return false;
+  }
+  const std::span<std::byte> s = loan(timeout);
+  if (s.empty()) return false;
+  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
+  publish(message.size());
+  return true;
+}
+
+bool Queue::publish_block(std::span<std::byte> block, std::chrono::nanoseconds timeout) {
+  require_blocks("publish a block");
+  const std::span<std::byte> s = loan(timeout);
+  if (s.empty()) return false;
+  const detail::BlockRef ref{arena()->offset_of(block.data()), block.size()};
+  std::memcpy(s.data(), &ref, sizeof ref);
+  publish_with(sizeof ref, detail::kSlotBlock);
+  return true;
+}
+
+// ---- Consumer ----
+
+ChannelBase::View Queue::take(std::uint64_t pos) {
+  const SlotHeader& s = *slot(pos);
+  std::size_t size = s.size < slot_size_ ? s.size : slot_size_;  // foreign bytes: clamp
+  const std::byte* p = payload(pos);
+  if ((s.flags & detail::kSlotBlock) != 0) p = resolve_block(s, p, size);
+  return {p, size, 0};
+}
+
+ChannelBase::View Queue::try_receive() {
+  if (!(static_cast<unsigned>(role_) & 2u)) [[unlikely]] throw_no_role("receive");
+  if (taken_ != 0) return take(taken_ - 1);
+  std::uint64_t pos = hdr_->tail.load(std::memory_order_relaxed);
+  for (;;) {
+    SlotHeader* s = slot(pos);
+    const std::uint64_t seq = s->seq.load(std::memory_order_acquire);
+    const auto turn = static_cast<std::int64_t>(seq - (pos + 1));
+    if (turn < 0) {  // not yet published: empty
+      if (me_ != nullptr) me_->consume.store(0, std::memory_order_relaxed);
+      return {};
+    }
+    if (turn > 0) {           // another consumer took pos
+      pos = hdr_->tail.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (me_ != nullptr) me_->consume.store(pos + 1, std::memory_order_relaxed);
+    if (!hdr_->tail.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed)) {
+      continue;
+    }
+    taken_ = pos + 1;
+    if ((s->flags & detail::kSlotVoid) == 0) return take(pos);
+    release_slot(pos);  // a dead producer's slot: nothing in it, skip it
+    pos = hdr_->tail.load(std::memory_order_relaxed);
+  }
+}
+
+ChannelBase::View Queue::receive(std::chrono::nanoseconds timeout) {
+  if (View v = try_receive()) return v;
+  const Clock::time_point deadline = deadline_after(timeout);
+  for (;;) {
+    auto ready = [&] {
+      const std::uint64_t pos = hdr_->tail.load(std::memory_order_relaxed);
+      return slot(pos)->seq.load(std::memory_order_acquire) >= pos + 1;
+    };
+    if (!wait_until(hdr_->not_empty, ready, deadline, true)) return {};
+    if (View v = try_receive()) return v;  // else another consumer took it
+  }
+}
+
+void Queue::release() noexcept {
+  SHMKIT_ASSERT(taken_ != 0);
+  const std::uint64_t pos = taken_ - 1;
+  if ((slot(pos)->flags & detail::kSlotBlock) != 0) free_block(payload(pos));
+  release_slot(pos);
+  if (me_ != nullptr) {
+    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+  }
+}
+
+void Queue::release_slot(std::uint64_t pos) noexcept {
+  slot(pos)->seq.store(pos + capacity(), std::memory_order_release);  // free for the next lap
+  taken_ = 0;
+  if (me_ != nullptr) me_->consume.store(0, std::memory_order_release);
+  hdr_->not_full.notify_one();
+}
+
+std::optional<std::size_t> Queue::try_receive(std::span<std::byte> buffer) {
+  const View v = try_receive();
+  if (!v) return std::nullopt;
+  const std::size_t n = copy_out(v, buffer);
+  release();
+  return n;
+}
+
+std::optional<std::size_t> Queue::receive(std::span<std::byte> buffer,
+                                          std::chrono::nanoseconds timeout) {
+  const View v = receive(timeout);
+  if (!v) return std::nullopt;
+  const std::size_t n = copy_out(v, buffer);
+  release();
+  return n;
+}
+
+}  // namespace shmkit

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+// How a channel call waits, shared by Ring, Queue and Broadcast: in slices that end at each
+// wake-up, to notice that the other side has gone (closed), and every 100 ms without
+// progress, to drop dead peers (reap), so a dead peer never makes a live one wait forever.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+
+#include "shmkit/channel/channel.hpp"
+
+namespace shmkit::detail {
+
+// Long enough for a partner on another core to answer (a wake-up costs 35-45 µs on small
+// VMs, docs/sync.md), short enough that an idle peer stops burning CPU at once.
+inline constexpr std::chrono::microseconds kChannelSpin{50};
+// How long a waiter goes without progress before it looks for dead peers, and how often after.
+inline constexpr std::chrono::milliseconds kReapEvery{100};
+
+// Waits in `mode` until ready(), a wake-up or `deadline`; true when ready. `spin` bounds the
+// spinning of Wait::spin_then_block. A wake-up that finds ready() false returns too: the
+// caller looks again at what else it waits for (leave() notifies so that closed() is seen).
+template <class Ready>
+bool wait_slice(Wait mode, Event& event, Ready& ready, ChannelBase::Clock::time_point deadline,
+                std::chrono::nanoseconds spin) {
+  using Clock = ChannelBase::Clock;
+  if (mode == Wait::busy_poll) {
+    for (unsigned i = 1;; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+      if ((i & 255) == 0 && Clock::now() >= deadline) return ready();
+    }
+  }
+  if (mode == Wait::spin_then_block && spin > spin.zero() && this_thread().spin) {
+    const Clock::time_point spin_end = Clock::now() + spin;
+    for (unsigned i = 1;; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+      if ((i & 63) == 0 && Clock::now() >= spin_end) break;
+    }
+  }
+  const std::uint32_t key = event.prepare_wait();
+  if (ready()) {
+    event.cancel_wait();
+    return true;
+  }
+  (void)event.wait_until(key, deadline);
+  return ready();
+}
+
+}  // namespace shmkit::detail
+
+namespace shmkit {
+
+template <class Ready>
+bool ChannelBase::wait_until(Event& event, Ready ready, Clock::time_point deadline,
+                             bool closing) {
+  std::chrono::nanoseconds spin = detail::kChannelSpin;
+  Clock::time_point reap_at = Clock::now() + detail::kReapEvery;
+  for (;;) {
+    if (closing && closed()) return ready();
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) return ready();
+    if (now >= reap_at) {
+      (void)reap_for_waiter(&event == &hdr_->not_empty ? Role::producer : Role::consumer);
+      reap_at = now + detail::kReapEvery;
+      continue;  // what was reaped may have closed the channel
+    }
+    if (detail::wait_slice(wait_, event, ready, std::min(deadline, reap_at), spin)) return true;
+    spin = std::chrono::nanoseconds::zero();  // spun once; from now on sleep at once
+  }
+}
+
+}  // namespace shmkit

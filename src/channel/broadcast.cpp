@@ -10,7 +10,6 @@
 
 namespace shmkit {
 
-using detail::ChannelKind;
 using detail::SlotHeader;
 
 namespace {
@@ -20,54 +19,6 @@ constexpr std::uint64_t writing(std::uint64_t pos) { return 2 * pos + 1; }
 constexpr std::uint64_t written(std::uint64_t pos) { return 2 * pos + 2; }
 
 }  // namespace
-
-// ---- Creating and opening ----
-
-Broadcast Broadcast::create(std::string_view name, const ChannelConfig& config, Role role,
-                            const CreateOptions& options) {
-  Broadcast b;
-  b.create_in_segment(ChannelKind::broadcast, name, config, role, options);
-  return b;
-}
-
-Broadcast Broadcast::open(std::string_view name, Role role) {
-  Broadcast b;
-  b.open_segment(ChannelKind::broadcast, name, role);
-  return b;
-}
-
-Broadcast Broadcast::open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                                    const CreateOptions& options) {
-  Broadcast b;
-  b.open_or_create_segment(ChannelKind::broadcast, name, config, role, options);
-  return b;
-}
-
-Broadcast Broadcast::create_anonymous(const ChannelConfig& config) {
-  Broadcast b;
-  b.create_anonymous_segment(ChannelKind::broadcast, config);
-  return b;  // Role::none: each process joins (a subscriber's cursor is its peer slot)
-}
-
-Broadcast Broadcast::create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                            Role role) {
-  Broadcast b;
-  b.create_in_arena(ChannelKind::broadcast, arena, name, config, role);
-  return b;
-}
-
-Broadcast Broadcast::open(Arena& arena, std::string_view name, Role role) {
-  Broadcast b;
-  b.open_in_arena(ChannelKind::broadcast, arena, name, role);
-  return b;
-}
-
-Broadcast Broadcast::open_or_create(Arena& arena, std::string_view name,
-                                    const ChannelConfig& config, Role role) {
-  Broadcast b;
-  b.open_or_create_in_arena(ChannelKind::broadcast, arena, name, config, role);
-  return b;
-}
 
 // ---- Producer ----
 
@@ -143,12 +94,7 @@ bool Broadcast::try_send(std::span<const std::byte> message) {
 }
 
 bool Broadcast::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
-  if (message.size() > slot_size_) [[unlikely]] throw_too_big(message.size());
-  const std::span<std::byte> s = loan(timeout);
-  if (s.empty()) return false;
-  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
-  publish(message.size());
-  return true;
+  return send_copy(*this, message, timeout);
 }
 
 // ---- Subscriber ----

@@ -8,56 +8,7 @@
 
 namespace shmkit {
 
-using detail::ChannelKind;
 using detail::SlotHeader;
-
-// ---- Creating and opening ----
-
-Queue Queue::create(std::string_view name, const ChannelConfig& config, Role role,
-                    const CreateOptions& options) {
-  Queue q;
-  q.create_in_segment(ChannelKind::queue, name, config, role, options);
-  return q;
-}
-
-Queue Queue::open(std::string_view name, Role role) {
-  Queue q;
-  q.open_segment(ChannelKind::queue, name, role);
-  return q;
-}
-
-Queue Queue::open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                            const CreateOptions& options) {
-  Queue q;
-  q.open_or_create_segment(ChannelKind::queue, name, config, role, options);
-  return q;
-}
-
-Queue Queue::create_anonymous(const ChannelConfig& config) {
-  Queue q;
-  q.create_anonymous_segment(ChannelKind::queue, config);
-  q.role_ = Role::both;  // unregistered: whoever inherits it may produce or consume
-  return q;
-}
-
-Queue Queue::create(Arena& arena, std::string_view name, const ChannelConfig& config, Role role) {
-  Queue q;
-  q.create_in_arena(ChannelKind::queue, arena, name, config, role);
-  return q;
-}
-
-Queue Queue::open(Arena& arena, std::string_view name, Role role) {
-  Queue q;
-  q.open_in_arena(ChannelKind::queue, arena, name, role);
-  return q;
-}
-
-Queue Queue::open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                            Role role) {
-  Queue q;
-  q.open_or_create_in_arena(ChannelKind::queue, arena, name, config, role);
-  return q;
-}
 
 // ---- Producer ----
 
@@ -132,19 +83,7 @@ bool Queue::try_send(std::span<const std::byte> message) {
 }
 
 bool Queue::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
-  if (message.size() > slot_size_) {
-    if (arena() == nullptr) throw_too_big(message.size());
-    const std::span<std::byte> block = allocate_block(message.size());
-    std::memcpy(block.data(), message.data(), message.size());
-    if (publish_block(block, timeout)) return true;
-    arena()->deallocate(block.data());
-    return false;
-  }
-  const std::span<std::byte> s = loan(timeout);
-  if (s.empty()) return false;
-  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
-  publish(message.size());
-  return true;
+  return send_copy(*this, message, timeout);
 }
 
 bool Queue::publish_block(std::span<std::byte> block, std::chrono::nanoseconds timeout) {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Ring slow paths: creating and opening (through ChannelBase), waiting for room or for a
+// Ring slow paths: the hand-over after attaching, waiting for room or for a
 // message, and messages larger than a slot sent as arena blocks.
 #include "shmkit/channel/ring.hpp"
 
@@ -8,62 +8,6 @@
 
 namespace shmkit {
 
-using detail::ChannelKind;
-
-// ---- Creating and opening ----
-
-Ring Ring::create(std::string_view name, const ChannelConfig& config, Role role,
-                  const CreateOptions& options) {
-  Ring r;
-  r.create_in_segment(ChannelKind::ring, name, config, role, options);
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::open(std::string_view name, Role role) {
-  Ring r;
-  r.open_segment(ChannelKind::ring, name, role);
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                          const CreateOptions& options) {
-  Ring r;
-  r.open_or_create_segment(ChannelKind::ring, name, config, role, options);
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::create_anonymous(const ChannelConfig& config) {
-  Ring r;
-  r.create_anonymous_segment(ChannelKind::ring, config);
-  r.role_ = Role::both;  // unregistered: whoever inherits it may produce or consume
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::create(Arena& arena, std::string_view name, const ChannelConfig& config, Role role) {
-  Ring r;
-  r.create_in_arena(ChannelKind::ring, arena, name, config, role);
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::open(Arena& arena, std::string_view name, Role role) {
-  Ring r;
-  r.open_in_arena(ChannelKind::ring, arena, name, role);
-  r.after_attach();
-  return r;
-}
-
-Ring Ring::open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                          Role role) {
-  Ring r;
-  r.open_or_create_in_arena(ChannelKind::ring, arena, name, config, role);
-  r.after_attach();
-  return r;
-}
 
 void Ring::after_attach() noexcept {
   tail_cache_ = hdr_->tail.load(std::memory_order_acquire);
@@ -84,19 +28,7 @@ std::span<std::byte> Ring::loan(std::chrono::nanoseconds timeout) {
 }
 
 bool Ring::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
-  if (message.size() > slot_size_) {
-    if (arena() == nullptr) throw_too_big(message.size());
-    const std::span<std::byte> block = allocate_block(message.size());
-    std::memcpy(block.data(), message.data(), message.size());
-    if (publish_block(block, timeout)) return true;
-    arena()->deallocate(block.data());
-    return false;
-  }
-  const std::span<std::byte> s = loan(timeout);
-  if (s.empty()) return false;
-  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
-  publish(message.size());
-  return true;
+  return send_copy(*this, message, timeout);
 }
 
 bool Ring::publish_block(std::span<std::byte> block, std::chrono::nanoseconds timeout) {

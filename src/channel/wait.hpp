@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MIT
-// How a channel call waits, shared by Ring, Queue and Broadcast: in slices that end at each
-// wake-up, to notice that the other side has gone (closed), and every 100 ms without
-// progress, to drop dead peers (reap), so a dead peer never makes a live one wait forever.
+// What the slow paths of Ring, Queue and Broadcast share: send() of a copy, and how a call
+// waits — in slices that end at each wake-up, to notice that the other side has gone
+// (closed), and every 100 ms without progress, to drop dead peers (reap), so a dead peer
+// never makes a live one wait forever.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
+#include "shmkit/arena.hpp"
 #include "shmkit/channel/channel.hpp"
 
 namespace shmkit::detail {
@@ -69,6 +72,28 @@ bool ChannelBase::wait_until(Event& event, Ready ready, Clock::time_point deadli
     if (detail::wait_slice(wait_, event, ready, std::min(deadline, reap_at), spin)) return true;
     spin = std::chrono::nanoseconds::zero();  // spun once; from now on sleep at once
   }
+}
+
+template <class Channel>
+bool ChannelBase::send_copy(Channel& c, std::span<const std::byte> message,
+                            std::chrono::nanoseconds timeout) {
+  if (message.size() > c.slot_size_) {
+    if constexpr (requires { c.publish_block(std::span<std::byte>{}, timeout); }) {
+      if (c.arena_ != nullptr) {
+        const std::span<std::byte> block = c.allocate_block(message.size());
+        std::memcpy(block.data(), message.data(), message.size());
+        if (c.publish_block(block, timeout)) return true;
+        c.arena_->deallocate(block.data());  // not sent: still ours
+        return false;
+      }
+    }
+    c.throw_too_big(message.size());
+  }
+  const std::span<std::byte> s = c.loan(timeout);
+  if (s.empty()) return false;
+  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
+  c.publish(message.size());
+  return true;
 }
 
 }  // namespace shmkit

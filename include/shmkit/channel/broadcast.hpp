@@ -18,23 +18,8 @@ namespace shmkit {
 
 /// A one-to-many channel: one producer, up to max_peers - 1 subscribers (Role::consumer),
 /// each with its own cursor. A subscriber receives the messages published after it joined.
-class SHMKIT_API Broadcast : public ChannelBase {
+class SHMKIT_API Broadcast : public detail::ChannelOf<Broadcast, detail::ChannelKind::broadcast> {
  public:
-  /// As Ring::create / open / open_or_create / create_anonymous, for a Broadcast.
-  static Broadcast create(std::string_view name, const ChannelConfig& config, Role role,
-                          const CreateOptions& options = {});
-  static Broadcast open(std::string_view name, Role role);
-  static Broadcast open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                                  const CreateOptions& options = {});
-  static Broadcast create_anonymous(const ChannelConfig& config);
-  static Broadcast create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                          Role role);
-  static Broadcast open(Arena& arena, std::string_view name, Role role);
-  static Broadcast open_or_create(Arena& arena, std::string_view name,
-                                  const ChannelConfig& config, Role role);
-  static void remove(std::string_view name) { Segment::remove(name); }
-  static void remove(Arena& arena, std::string_view name) { remove_from_arena(arena, name); }
-
   Broadcast() noexcept = default;
   Broadcast(Broadcast&& other) noexcept = default;
   Broadcast& operator=(Broadcast&& other) noexcept = default;

@@ -306,6 +306,12 @@ class SHMKIT_API ChannelBase {
                                  std::size_t& size) const noexcept;
   void free_block(const std::byte* payload) noexcept;
 
+  // send() of every kind: copies `message` into a loaned slot, or, when it is larger than a
+  // slot and the kind carries blocks, into an arena block sent by publish_block().
+  template <class Channel>
+  static bool send_copy(Channel& c, std::span<const std::byte> message,
+                        std::chrono::nanoseconds timeout);
+
   [[noreturn]] void throw_too_big(std::size_t bytes) const;
   [[noreturn]] void throw_no_role(const char* op) const;
   std::size_t copy_out(View v, std::span<std::byte> buffer) const;
@@ -342,6 +348,75 @@ class SHMKIT_API ChannelBase {
   std::string name_;
   std::int32_t pid_ = 0;  // the process that joined through me_
 };
+
+namespace detail {
+
+/// The ways to create, open and remove a channel of kind K, the same for every kind; Ring,
+/// Queue and Broadcast derive from it (CRTP) and return their own type.
+template <class Derived, ChannelKind K>
+class ChannelOf : public ChannelBase {
+ public:
+  /// Creates the segment `name` holding a channel of `config`'s shape and joins it as
+  /// `role` (Role::none: only look). Throws Error: EINVAL for a bad shape or role (saying
+  /// why, nothing created); whatever Segment::create throws (EEXIST, EACCES, ENOSPC …).
+  static Derived create(std::string_view name, const ChannelConfig& config, Role role,
+                        const CreateOptions& options = {}) {
+    return made([&](Derived& d) { d.create_in_segment(K, name, config, role, options); });
+  }
+  /// Opens the channel `name` and joins it as `role`. Throws Error: ENOENT when missing;
+  /// EINVAL when the segment is not a channel of this kind and format; EBUSY when the role
+  /// is taken (a Ring's producer or consumer, a Broadcast's producer) or the table is full.
+  static Derived open(std::string_view name, Role role) {
+    return made([&](Derived& d) { d.open_segment(K, name, role); });
+  }
+  /// Opens `name`, creating it when missing; among racing processes exactly one creates it.
+  /// An existing channel keeps its own shape.
+  static Derived open_or_create(std::string_view name, const ChannelConfig& config, Role role,
+                                const CreateOptions& options = {}) {
+    return made([&](Derived& d) { d.open_or_create_segment(K, name, config, role, options); });
+  }
+  /// Creates a nameless channel (memfd) for children forked after it. A Ring's or Queue's
+  /// handle may produce and consume as inherited; call join() in a process to be seen as a
+  /// peer (a Broadcast subscriber must: its cursor is its peer slot).
+  static Derived create_anonymous(const ChannelConfig& config) {
+    return made([&](Derived& d) {
+      d.create_anonymous_segment(K, config);
+      if (K != ChannelKind::broadcast) d.role_ = Role::both;  // unregistered
+    });
+  }
+  /// The same as named objects of `arena`, which must outlive the handle.
+  static Derived create(Arena& arena, std::string_view name, const ChannelConfig& config,
+                        Role role) {
+    return made([&](Derived& d) { d.create_in_arena(K, arena, name, config, role); });
+  }
+  static Derived open(Arena& arena, std::string_view name, Role role) {
+    return made([&](Derived& d) { d.open_in_arena(K, arena, name, role); });
+  }
+  static Derived open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
+                                Role role) {
+    return made([&](Derived& d) { d.open_or_create_in_arena(K, arena, name, config, role); });
+  }
+  /// Removes the name (Segment::remove), or the channel and its name from `arena` (EBUSY
+  /// while peers are joined). Throws Error.
+  static void remove(std::string_view name) { Segment::remove(name); }
+  static void remove(Arena& arena, std::string_view name) { remove_from_arena(arena, name); }
+
+ protected:
+  ChannelOf() noexcept = default;
+  // Called once the handle is attached; a kind with private caches overrides it.
+  void after_attach() noexcept {}
+
+ private:
+  template <class Make>
+  static Derived made(Make make) {
+    Derived d;
+    make(d);
+    d.after_attach();
+    return d;
+  }
+};
+
+}  // namespace detail
 
 /// What a channel's header and peer table say, read without joining it (`shmkit info`).
 struct ChannelInfo {

@@ -27,23 +27,8 @@ namespace shmkit {
 /// take them in that order but may finish in any). Each handle has at most one loaned slot
 /// and one received message at a time. In an Arena, messages larger than a slot travel as
 /// arena blocks, as in Ring.
-class SHMKIT_API Queue : public ChannelBase {
+class SHMKIT_API Queue : public detail::ChannelOf<Queue, detail::ChannelKind::queue> {
  public:
-  /// As Ring::create / open / open_or_create / create_anonymous, for a Queue.
-  static Queue create(std::string_view name, const ChannelConfig& config, Role role,
-                      const CreateOptions& options = {});
-  static Queue open(std::string_view name, Role role);
-  static Queue open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                              const CreateOptions& options = {});
-  static Queue create_anonymous(const ChannelConfig& config);
-  static Queue create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                      Role role);
-  static Queue open(Arena& arena, std::string_view name, Role role);
-  static Queue open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                              Role role);
-  static void remove(std::string_view name) { Segment::remove(name); }
-  static void remove(Arena& arena, std::string_view name) { remove_from_arena(arena, name); }
-
   Queue() noexcept = default;
   Queue(Queue&& other) noexcept = default;
   Queue& operator=(Queue&& other) noexcept = default;

@@ -26,35 +26,13 @@ namespace shmkit {
 /// only the slot it had loaned; a consumer that dies holding a message leaves it queued for
 /// the next consumer (at-least-once). In an Arena, messages larger than a slot travel as
 /// arena blocks (send() does it; loan_block() / publish_block() without a copy).
-class SHMKIT_API Ring : public ChannelBase {
+class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring> {
  public:
-  // ---- Creating and opening (as Queue and Broadcast) ----
-
-  /// Creates the segment `name` holding a ring of `config`'s shape and joins it as `role`.
-  /// Throws Error: EINVAL for a bad shape (saying why); whatever Segment::create throws.
-  static Ring create(std::string_view name, const ChannelConfig& config, Role role,
-                     const CreateOptions& options = {});
-  /// Opens the ring `name` and joins it as `role`. Throws Error: EINVAL when the segment is
-  /// not a ring of this version; ENOENT when missing; EBUSY when `role` is taken.
-  static Ring open(std::string_view name, Role role);
-  /// Opens `name`, creating it when missing (race-free). The existing ring's shape wins.
-  static Ring open_or_create(std::string_view name, const ChannelConfig& config, Role role,
-                             const CreateOptions& options = {});
-  /// Creates a nameless ring (memfd) for children forked after it. The handle has
-  /// Role::both and is inherited as such; call join() in each process to be seen as a peer.
-  static Ring create_anonymous(const ChannelConfig& config);
+  using ChannelOf::create_anonymous;
+  /// A nameless ring of `capacity` slots of `slot_size` bytes (see ChannelOf).
   static Ring create_anonymous(std::size_t slot_size, std::size_t capacity) {
     return create_anonymous(ChannelConfig{slot_size, capacity, 2, Overflow::block});
   }
-  /// The same, as a named object of `arena` (the arena must outlive the handle).
-  static Ring create(Arena& arena, std::string_view name, const ChannelConfig& config, Role role);
-  static Ring open(Arena& arena, std::string_view name, Role role);
-  static Ring open_or_create(Arena& arena, std::string_view name, const ChannelConfig& config,
-                             Role role);
-  /// Removes the name (Segment::remove), or the ring and its name from `arena` (EBUSY while
-  /// peers are joined). Throws Error.
-  static void remove(std::string_view name) { Segment::remove(name); }
-  static void remove(Arena& arena, std::string_view name) { remove_from_arena(arena, name); }
 
   Ring() noexcept = default;
   Ring(Ring&& other) noexcept = default;
@@ -157,6 +135,7 @@ class SHMKIT_API Ring : public ChannelBase {
                                                    std::chrono::nanoseconds timeout = kForever);
 
  private:
+  friend class detail::ChannelOf<Ring, detail::ChannelKind::ring>;
   void after_attach() noexcept;
 
   std::uint64_t tail_cache_ = 0;  // producer: last tail seen (never ahead of the real one)

@@ -28,8 +28,10 @@ constexpr std::uint32_t kMaxPeers = 65536;
 // How long open() waits for a creator that has made the segment but not yet its header.
 constexpr std::chrono::milliseconds kFormatWait{1000};
 
+// Slots start on cache lines and own theirs: a producer writing slot n+1 must not take back
+// the line a consumer is reading slot n from (with 80-byte slots, throughput halves).
 std::uint64_t stride_of(std::uint64_t slot_size) {
-  return (sizeof(SlotHeader) + slot_size + 15) & ~std::uint64_t{15};
+  return (sizeof(SlotHeader) + slot_size + detail::kChannelLine - 1) & ~std::uint64_t{detail::kChannelLine - 1};
 }
 
 // Returns why the shape cannot make a channel, or "" with its size in `bytes`.
@@ -395,6 +397,7 @@ void ChannelBase::join(Role role) {
                     (has(role, Role::producer) && hdr_->producers.load() != 0 ? "producer"
                                                                               : "consumer"));
   }
+  if (kind() == ChannelKind::ring && has(role, Role::producer)) settle_ring_head();
   PeerSlot* slot = nullptr;
   for (int pass = 0; pass < 2 && slot == nullptr; ++pass) {
     for (std::uint32_t i = 0; i < max_peers_; ++i) {
@@ -438,6 +441,18 @@ void ChannelBase::join(Role role) {
   me_ = slot;
   role_ = role;
   pid_ = self;
+}
+
+// A Ring's consumer takes position n when its slot's seq says n + 1, before the producer
+// moves head past it; a producer that died in between left head short. Counting such slots
+// keeps tail <= head (INV-RING-1) and the next message out of a slot already read.
+void ChannelBase::settle_ring_head() noexcept {
+  const std::uint64_t tail = hdr_->tail.load(std::memory_order_acquire);
+  std::uint64_t head = std::max(hdr_->head.load(std::memory_order_acquire), tail);
+  while (head - tail < capacity() && slot(head)->seq.load(std::memory_order_acquire) == head + 1) {
+    ++head;
+  }
+  hdr_->head.store(head, std::memory_order_release);
 }
 
 void ChannelBase::leave() noexcept {

@@ -11,7 +11,6 @@ namespace shmkit {
 
 void Ring::after_attach() noexcept {
   tail_cache_ = hdr_->tail.load(std::memory_order_acquire);
-  head_cache_ = hdr_->head.load(std::memory_order_acquire);
 }
 
 // ---- Waiting ----
@@ -37,22 +36,15 @@ bool Ring::publish_block(std::span<std::byte> block, std::chrono::nanoseconds ti
   if (s.empty()) return false;
   const detail::BlockRef ref{arena()->offset_of(block.data()), block.size()};
   std::memcpy(s.data(), &ref, sizeof ref);
-  const std::uint64_t head = hdr_->head.load(std::memory_order_relaxed);
-  detail::SlotHeader* h = slot(head);
-  h->size = sizeof ref;
-  h->flags = detail::kSlotBlock;
-  hdr_->head.store(head + 1, std::memory_order_release);  // INV-RING-2
-  hdr_->not_empty.notify_one();
+  publish_as(sizeof ref, detail::kSlotBlock);
   return true;
 }
 
 Ring::View Ring::receive(std::chrono::nanoseconds timeout) {
   if (View v = try_receive()) return v;
   const std::uint64_t tail = hdr_->tail.load(std::memory_order_relaxed);
-  auto ready = [&] {
-    head_cache_ = hdr_->head.load(std::memory_order_acquire);
-    return head_cache_ > tail;
-  };
+  const detail::SlotHeader* s = slot(tail);
+  auto ready = [&] { return s->seq.load(std::memory_order_acquire) == tail + 1; };
   if (!wait_until(hdr_->not_empty, ready, deadline_after(timeout), true)) return {};
   return try_receive();
 }

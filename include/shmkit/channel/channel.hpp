@@ -154,7 +154,7 @@ static_assert(offsetof(PeerSlot, produce) == 16 && offsetof(PeerSlot, consume) =
 
 // The bytes before each slot's payload.
 struct SlotHeader {
-  std::atomic<std::uint64_t> seq;  // Queue: Vyukov sequence; Broadcast: seqlock; Ring: unused
+  std::atomic<std::uint64_t> seq;  // Queue: Vyukov sequence; Broadcast: seqlock; Ring: n + 1
   std::uint32_t size;              // payload bytes (a block message: sizeof(BlockRef))
   std::uint32_t flags;             // kSlotBlock, kSlotVoid
 };
@@ -342,6 +342,7 @@ class SHMKIT_API ChannelBase {
                         std::atomic<std::uint64_t> detail::PeerSlot::*field,
                         std::uint64_t claim) const noexcept;
   void drop(detail::PeerSlot& p) noexcept;
+  void settle_ring_head() noexcept;
 
   Segment seg_;
   Arena* arena_ = nullptr;

@@ -2,15 +2,16 @@
 // Ring: one producer, one consumer, fixed-size slots; the fastest channel.
 //
 // The producer owns `head` (messages published), the consumer owns `tail` (messages
-// released); each lives on its own cache line beside the Event its owner notifies, and each
-// side keeps a private copy of the other's counter (rigtorp's SPSCQueue), so a send or a
-// receive reads the peer's line only when the cached copy says "full" or "empty".
+// released); each lives on its own cache line beside the Event its owner notifies. The
+// producer keeps a private copy of `tail` (rigtorp's SPSCQueue) and reads the consumer's line
+// only when that copy says "full"; the consumer does not read `head` at all: a slot's `seq`
+// says it holds position n (seq == n + 1), so a message arrives in its own cache lines.
 // Zero-copy: loan() a slot, write in place, publish(); receive() a view, read, release().
 //
 // INV-RING-1: tail <= head <= tail + capacity. Slot (n & (capacity-1)) belongs to the
 // producer while n >= head, to the consumer while tail <= n < head.
-// INV-RING-2: a slot's bytes are written before head passes it (release/acquire on head)
-// and read before tail passes it (release/acquire on tail).
+// INV-RING-2: a slot's bytes are written before its seq becomes n + 1 (release/acquire on
+// seq), then head passes it; they are read before tail passes it (release/acquire on tail).
 #pragma once
 
 #include <cstring>
@@ -59,13 +60,7 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
   /// Error(EMSGSIZE) when bytes > slot_size() (the slot stays loaned).
   void publish(std::size_t bytes) {
     if (bytes > slot_size_) [[unlikely]] throw_too_big(bytes);
-    const std::uint64_t head = hdr_->head.load(std::memory_order_relaxed);
-    SHMKIT_ASSERT(head - tail_cache_ <= mask_);  // a slot was loaned
-    detail::SlotHeader* s = slot(head);
-    s->size = static_cast<std::uint32_t>(bytes);
-    s->flags = 0;
-    hdr_->head.store(head + 1, std::memory_order_release);  // INV-RING-2
-    hdr_->not_empty.notify_one();
+    publish_as(bytes, 0);
   }
 
   /// Copies `message` into a slot and publishes it; false when full. Throws
@@ -96,12 +91,9 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
   [[nodiscard]] View try_receive() {
     if (!(static_cast<unsigned>(role_) & 2u)) [[unlikely]] throw_no_role("receive");
     const std::uint64_t tail = hdr_->tail.load(std::memory_order_relaxed);  // ours
-    if (head_cache_ <= tail) {
-      // Acquire: the producer's writes of the slot happen before we read it (INV-RING-2).
-      head_cache_ = hdr_->head.load(std::memory_order_acquire);
-      if (head_cache_ <= tail) return {};
-    }
     const detail::SlotHeader& s = *slot(tail);
+    // Acquire: the producer's writes of the slot happen before we read it (INV-RING-2).
+    if (s.seq.load(std::memory_order_acquire) != tail + 1) return {};
     // The size was written by another process: clamp it rather than trust it.
     std::size_t size = s.size < slot_size_ ? s.size : slot_size_;
     const std::byte* p = payload(tail);
@@ -115,7 +107,7 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
   /// sleeping producer.
   void release() noexcept {
     const std::uint64_t tail = hdr_->tail.load(std::memory_order_relaxed);
-    SHMKIT_ASSERT(tail < head_cache_);  // a message was received
+    SHMKIT_ASSERT(slot(tail)->seq.load(std::memory_order_relaxed) == tail + 1);  // received
     if (slot(tail)->flags != 0) [[unlikely]] free_block(payload(tail));
     hdr_->tail.store(tail + 1, std::memory_order_release);  // INV-RING-2
     hdr_->not_full.notify_one();
@@ -137,9 +129,20 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
  private:
   friend class detail::ChannelOf<Ring, detail::ChannelKind::ring>;
   void after_attach() noexcept;
+  void publish_as(std::size_t bytes, std::uint32_t flags) noexcept {
+    const std::uint64_t head = hdr_->head.load(std::memory_order_relaxed);
+    SHMKIT_ASSERT(head - tail_cache_ <= mask_);  // a slot was loaned
+    detail::SlotHeader* s = slot(head);
+    s->size = static_cast<std::uint32_t>(bytes);
+    s->flags = flags;
+    s->seq.store(head + 1, std::memory_order_release);  // INV-RING-2: the consumer may read it
+    // A producer that dies right here leaves head one short: the next one to join counts
+    // the slot (ChannelBase::join).
+    hdr_->head.store(head + 1, std::memory_order_release);
+    hdr_->not_empty.notify_one();
+  }
 
   std::uint64_t tail_cache_ = 0;  // producer: last tail seen (never ahead of the real one)
-  std::uint64_t head_cache_ = 0;  // consumer: last head seen (never ahead of the real one)
 };
 
 }  // namespace shmkit

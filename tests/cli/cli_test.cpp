@@ -276,7 +276,7 @@ TEST(Cli, ArenaCreateLsInfoCheckGc) {
   ASSERT_NE(at, std::string::npos) << r.out;
   const std::string expected =
       "\"type\":\"arena\",\"arena\":{\"users\":0,\"alive\":0,\"in_use\":0,\"size\":1048576,"
-      "\"max_size\":4194304}}";
+      "\"max_size\":4194304},\"channel\":null}";
   EXPECT_EQ(r.out.compare(r.out.find("\"type\":", at), expected.size(), expected), 0) << r.out;
 
   // info: the segment's fields, then the arena's header, config, users and statistics.
@@ -391,7 +391,7 @@ TEST(Cli, ArenaVerbsOnPlainSegments) {
   r = run_tool({"info", seg.name(), "--json"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(looks_like_one_json_object(r.out)) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"type\":\"segment\",\"arena\":null}")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"type\":\"segment\",\"arena\":null,\"channel\":null}")) << r.out;
   EXPECT_EQ(ls_row(run_tool({"ls"}).out, seg.name()).at(1), "segment");
 
   expect_one_line_error(run_tool({"check", seg.name()}), seg.name(), "not a shmkit arena");

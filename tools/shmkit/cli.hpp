@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "channel_cli.hpp"
 #include "shmkit/error.hpp"
 #include "shmkit/segment.hpp"
 
@@ -70,11 +71,25 @@ struct GcArgs {
   bool dry_run = false;
 };
 struct DemoArgs {};
+struct SendArgs {
+  ChannelArgs channel;
+  bool verbose = false;
+};
+struct RecvArgs {
+  ChannelArgs channel;
+  std::uint64_t count = 0;  ///< stop after this many; 0: until closed
+  bool follow = false;      ///< keep waiting when the producers have left
+  bool flush = false;       ///< flush stdout after each message
+};
 struct BenchArgs {
   std::string layer;  ///< empty: the default layer
   bool json = false;
   bool quick = false;
   int cpu = -1;
+  std::vector<std::string> transports;  ///< ipc: names; empty: all
+  std::vector<std::string> sizes;       ///< ipc: "64", "4K", "1M"; empty: the default
+  double duration = 0;                  ///< seconds per measurement; 0: the default
+  std::string plot;                     ///< SVG file to write; empty: none
 };
 
 int cmd_ls(const LsArgs& args);
@@ -89,6 +104,8 @@ int cmd_wait(const WaitArgs& args);
 int cmd_check(const CheckArgs& args);
 int cmd_gc(const GcArgs& args);
 int cmd_demo(const DemoArgs& args);
+int cmd_send(const SendArgs& args);
+int cmd_recv(const RecvArgs& args);
 int cmd_bench(const BenchArgs& args);
 
 /// The layers `shmkit bench` can run (empty when benchmarks were not built).
@@ -154,6 +171,7 @@ struct ArenaSummary {
 enum class Content : std::uint8_t {
   segment,   ///< plain bytes (no arena header, or not readable by us)
   arena,     ///< a shmkit arena
+  channel,   ///< a shmkit channel (Entry::channel says which kind)
   unprobed,  ///< System V: not looked at, since attaching would change its LPID and times
 };
 
@@ -163,7 +181,16 @@ struct Entry {
   Content content = Content::segment;
   std::optional<ArenaSummary> arena;  ///< set for a readable arena
   std::string arena_error;            ///< why an arena could not be read (then no summary)
+  std::optional<ChannelInfo> channel; ///< set for a channel (inspect_channel)
 };
+
+/// Reads the channel in segment `name` without joining it; nullopt when it holds none or
+/// cannot be read.
+std::optional<ChannelInfo> probe_channel(const std::string& name);
+/// The JSON object of a channel's header, counters and peers.
+std::string channel_json(const ChannelInfo& c);
+/// "producer", "consumer", "both" or "none".
+const char* role_name(Role role);
 
 /// Segment::list(), POSIX first then System V, each by name, with every POSIX segment probed
 /// for an arena header (Arena::is_arena) and each arena summarised (Arena::inspect).

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// `shmkit bench [LAYER] [--json] [--quick] [--cpu N]`: runs one layer's benchmark, which
-// times shmkit against the peers a user would otherwise pick, in the same run. The work is
-// in the shmkit_bench library (bench/); without it the command says so and fails.
+// `shmkit bench [LAYER] [--json] [--quick] [--cpu N] [--transports LIST] [--sizes LIST]
+// [--duration S] [--plot FILE]`: runs one layer's benchmark, which times shmkit against the
+// peers a user would otherwise pick, in the same run. The work is in the shmkit_bench library
+// (bench/); without it the command says so and fails.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -40,6 +41,17 @@ int cmd_bench(const BenchArgs& args) {
   options.json = args.json;
   options.quick = args.quick;
   options.cpu = args.cpu;
+  options.transports = args.transports;
+  for (const std::string& text : args.sizes) {
+    try {
+      options.sizes.push_back(parse_size(text));
+    } catch (const Error& e) {
+      report(fmt::format("bench: bad size '{}' in --sizes: {}", text, e.cause()));
+      return 2;
+    }
+  }
+  options.duration = args.duration;
+  options.plot = args.plot;
   std::fflush(stdout);
   return bench::run(layer, options);
 #else

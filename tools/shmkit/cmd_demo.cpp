@@ -32,6 +32,7 @@
 
 #include "cli.hpp"
 #include "shmkit/arena.hpp"
+#include "shmkit/channel/queue.hpp"
 #include "shmkit/segment.hpp"
 
 namespace shmkit::cli {
@@ -458,6 +459,68 @@ void share_an_arena(Demo& d) {
                   d.arena_name));
 }
 
+// What the queue's consumers report: messages each released, in a segment they share.
+struct Tally {
+  std::atomic<std::uint64_t> released[2];
+};
+static_assert(std::is_standard_layout_v<Tally> && sizeof(Tally) == 16);
+
+constexpr std::uint64_t kMessages = 20000;
+constexpr std::uint64_t kDieAfter = 100;  // the first consumer dies holding message 101
+
+int queue_consumer(Queue& jobs, Tally& tally, int which) {
+  jobs.join(Role::consumer);  // this child's own registration, seen by the others
+  std::uint64_t released = 0;
+  while (const ChannelBase::View msg = jobs.receive()) {
+    if (which == 0 && released == kDieAfter) ::raise(SIGKILL);  // dies holding a message
+    jobs.release();
+    tally.released[which].store(++released, std::memory_order_relaxed);
+  }
+  return jobs.closed() ? 0 : 1;  // it ends because the producer left and the queue is empty
+}
+
+void send_numbers(Queue& jobs, std::uint64_t first, std::uint64_t last) {
+  for (std::uint64_t i = first; i <= last; ++i) {
+    std::span<std::byte> slot = jobs.loan();  // waits while the queue is full
+    std::memcpy(slot.data(), &i, sizeof i);
+    jobs.publish(sizeof i);
+  }
+}
+
+void pass_messages(Demo& d) {
+  const std::string name = d.posix_name + "-jobs";
+  CreateOptions options;
+  options.remove_on_close = true;
+  Queue jobs = Queue::create(name, {.slot_size = 64, .capacity = 64, .max_peers = 4},
+                             Role::none, options);
+  Segment shared = Segment::create_anonymous(sizeof(Tally));
+  Tally& tally = shared.as<Tally>();
+  say(fmt::format("Queue::create(\"{}\"): 64 slots of 64 bytes, a consumer child joins it",
+                  name));
+  Child doomed([&jobs, &tally] { return queue_consumer(jobs, tally, 0); });
+  jobs.join(Role::producer);
+  send_numbers(jobs, 1, kDieAfter + 1);  // loan a slot, write in place, publish
+  check(doomed.wait() == 128 + SIGKILL, "the first consumer was killed");
+  say(fmt::format("it received {} messages, took one more and was SIGKILLed before releasing it",
+                  tally.released[0].load()));
+  Child survivor([&jobs, &tally] { return queue_consumer(jobs, tally, 1); });
+  send_numbers(jobs, kDieAfter + 2, kMessages);
+  jobs.leave();
+  survivor.expect_success();
+  const ChannelStats stats = jobs.stats();
+  const std::uint64_t got = tally.released[1].load(), dead = tally.released[0].load();
+  check(stats.peer_deaths == 1 && stats.lost == 1, "the death was found and its message counted");
+  check(got + dead + stats.lost == kMessages, "every other message was received once");
+  say(fmt::format("a second consumer joined; the parent went on to send {} messages in all",
+                  kMessages));
+  say("when the queue came round to the slot the dead one held, a waiting peer found it");
+  say(fmt::format("dead and freed the slot: stats(): {} peer death, {} message lost",
+                  stats.peer_deaths, stats.lost));
+  say(fmt::format("the second consumer received the other {}, then saw closed() once the "
+                  "parent left and exited 0",
+                  got));
+}
+
 void remove_all(Demo& d) {
   // Removed by hand here to show it; remove_on_close stays as the net for the error paths.
   d.sysv.set_remove_on_close(false);
@@ -499,6 +562,8 @@ constexpr std::array kSteps = {
     Step{"grow the POSIX segment; a child sees it with refresh()", grow_and_refresh},
     Step{"processes share an arena: allocate, name, pass offsets, free each other's blocks",
          share_an_arena},
+    Step{"processes pass messages through a queue; one dies holding one; nobody hangs",
+         pass_messages},
     Step{"remove everything", remove_all},
 };
 

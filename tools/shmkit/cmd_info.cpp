@@ -130,6 +130,31 @@ void print_arena(const ArenaInfo& a) {
   }
 }
 
+void print_channel(const ChannelInfo& c) {
+  line("channel", "");
+  line("  kind", c.kind);
+  if (!c.problem.empty()) {
+    line("  error", c.problem);
+    return;
+  }
+  line("  slot_size", bytes(c.config.slot_size));
+  line("  capacity", fmt::format("{} slots", c.config.capacity));
+  line("  max_peers", std::to_string(c.config.max_peers));
+  if (c.kind == "broadcast") {
+    line("  overflow", c.config.overflow == Overflow::overwrite ? "overwrite" : "block");
+  }
+  line("  published", std::to_string(c.head));
+  if (c.kind != "broadcast") line("  queued", std::to_string(c.head - c.tail));
+  line("  peer_deaths", std::to_string(c.stats.peer_deaths));
+  line("  lost", std::to_string(c.stats.lost));
+  line("peers", std::to_string(c.peers.size()));
+  for (const ChannelPeer& p : c.peers) {
+    line(fmt::format("  pid {}", p.pid),
+         fmt::format("{}, {}, {} messages{}", role_name(p.role), p.alive ? "alive" : "dead",
+                     p.messages, p.lost != 0 ? fmt::format(", {} lost", p.lost) : ""));
+  }
+}
+
 // ---- JSON ----
 
 std::string arena_json(const ArenaInfo& a) {
@@ -216,9 +241,11 @@ int cmd_info(const InfoArgs& args) {
     }
   }
 
+  const std::optional<ChannelInfo> channel = arena ? std::nullopt : probe_channel(args.name);
+  const std::string type = arena ? "arena" : channel ? channel->kind : "segment";
   if (args.json) {
     JsonObject o = stat_object(s);
-    o.add_string("type", arena ? "arena" : "segment");
+    o.add_string("type", type);
     if (info) {
       o.add_raw("arena", arena_json(*info));
     } else if (failure) {
@@ -228,11 +255,13 @@ int cmd_info(const InfoArgs& args) {
     } else {
       o.add_raw("arena", "null");
     }
+    o.add_raw("channel", channel ? channel_json(*channel) : "null");
     fmt::print("{}\n", o.str());
   } else {
     print_segment(s);
-    line("type", arena ? "arena" : "segment");
+    line("type", type);
     if (info) print_arena(*info);
+    if (channel) print_channel(*channel);
   }
   return failure ? report(*failure) : 0;
 }

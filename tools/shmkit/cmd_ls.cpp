@@ -51,6 +51,8 @@ std::vector<Entry> list_entries() {
         // Being initialised, another format version, or removed meanwhile: still list it.
         e.arena_error = error.cause();
       }
+    } else if ((e.channel = probe_channel(e.stat.name))) {
+      e.content = Content::channel;
     }
     entries.push_back(std::move(e));
   }
@@ -82,8 +84,10 @@ int cmd_ls(const LsArgs& args) {
     std::string out = "{\"segments\":[";
     for (std::size_t i = 0; i < entries.size(); ++i) {
       JsonObject o = stat_object(entries[i].stat);
-      o.add_string("type", content_name(entries[i].content));
+      o.add_string("type", entries[i].channel ? entries[i].channel->kind
+                                               : content_name(entries[i].content));
       o.add_raw("arena", arena_json(entries[i]));
+      o.add_raw("channel", entries[i].channel ? channel_json(*entries[i].channel) : "null");
       out += (i == 0 ? "" : ",") + o.str();
     }
     fmt::print("{}]}}\n", out);

@@ -35,6 +35,8 @@ struct Verbs {
   CheckArgs check;
   GcArgs gc;
   DemoArgs demo;
+  SendArgs send;
+  RecvArgs recv;
   BenchArgs bench;
   std::function<int()> chosen;  ///< the verb on the command line, ready to run
 };
@@ -45,6 +47,28 @@ CLI::App* verb(CLI::App& app, Verbs& verbs, const char* name, const char* help, 
   CLI::App* sub = app.add_subcommand(name, help);
   sub->callback([&verbs, &args, run] { verbs.chosen = [&args, run] { return run(args); }; });
   return sub;
+}
+
+void add_channel_options(CLI::App* s, ChannelArgs& c) {
+  s->add_option("name", c.name, "channel: a segment name (/name), or a name in --arena")
+      ->required();
+  s->add_option("--arena", c.arena, "the arena that holds the channel");
+  s->add_option("--create", c.create, "create it if missing: queue, ring or broadcast")
+      ->check(CLI::IsMember({"queue", "ring", "broadcast"}));
+  s->add_option("--slot-size", c.slot_size, "when creating: bytes per message slot")
+      ->capture_default_str();
+  s->add_option("--capacity", c.capacity, "when creating: slots, a power of two")
+      ->capture_default_str();
+  s->add_option("--max-peers", c.max_peers, "when creating: handles joined at once")
+      ->capture_default_str();
+  s->add_flag("--overwrite", c.overwrite,
+              "when creating a broadcast: overwrite the oldest message rather than wait");
+  s->add_option("-m,--mode", c.mode, "when creating: octal permission bits")
+      ->capture_default_str();
+  s->add_option("--wait", c.wait, "how to wait: busy, block or spin (then block)")
+      ->check(CLI::IsMember({"busy", "block", "spin"}))
+      ->capture_default_str();
+  s->add_option("-t,--timeout", c.timeout, "seconds a message may take (default: forever)");
 }
 
 void add_verbs(CLI::App& app, Verbs& v) {
@@ -113,6 +137,17 @@ void add_verbs(CLI::App& app, Verbs& v) {
   s->add_option("names", v.gc.names, "only these (default: every arena on the machine)");
   s->add_flag("-n,--dry-run", v.gc.dry_run, "only say what would be removed");
 
+  s = verb(app, v, "send", "send each line of stdin as a message on a channel", v.send, cmd_send);
+  add_channel_options(s, v.send.channel);
+  s->add_flag("-v,--verbose", v.send.verbose, "say how many messages were sent");
+
+  s = verb(app, v, "recv", "print a channel's messages, one per line, until it is closed",
+           v.recv, cmd_recv);
+  add_channel_options(s, v.recv.channel);
+  s->add_option("-n,--count", v.recv.count, "stop after this many messages");
+  s->add_flag("-f,--follow", v.recv.follow, "keep waiting after the producers have left");
+  s->add_flag("--flush", v.recv.flush, "flush stdout after each message");
+
   verb(app, v, "demo", "a short tour: processes sharing memory, step by step", v.demo, cmd_demo);
 
   const std::vector<std::string> layers = bench_layers();
@@ -124,6 +159,16 @@ void add_verbs(CLI::App& app, Verbs& v) {
   s->add_flag("--json", v.bench.json, "print one JSON object");
   s->add_flag("--quick", v.bench.quick, "a few seconds instead of a full run");
   s->add_option("--cpu", v.bench.cpu, "pin to this CPU");
+  s->add_option("--transports", v.bench.transports,
+                "ipc: only these, comma-separated (pipe,unix,posix-mq,sysv-mq,iceoryx,"
+                "iceoryx-waitset,shmkit-busy,shmkit-spin,shmkit-block,shmkit-zero-copy,"
+                "cacheline,futex,memcpy)")
+      ->delimiter(',');
+  s->add_option("--sizes", v.bench.sizes, "ipc: message sizes, comma-separated (default 64,4K,1M)")
+      ->delimiter(',');
+  s->add_option("--duration", v.bench.duration, "ipc: seconds per measurement, roughly")
+      ->check(CLI::Range(0.001, 3600.0));
+  s->add_option("--plot", v.bench.plot, "ipc: write the results as an SVG bar chart to this file");
 }
 
 }  // namespace

@@ -21,6 +21,7 @@ constexpr Layer kLayers[] = {
     {"segment", run_segment},
     {"locks", run_locks},
     {"alloc", run_alloc},
+    {"ipc", run_ipc},
 };
 
 }  // namespace

@@ -214,10 +214,31 @@ void print_cells(const std::vector<std::vector<std::string>>& cells,
 
 }  // namespace
 
-void print_table(const Report& report) {
+namespace {
+
+void print_heading(const Report& report) {
   std::printf("%s\n", report.title.c_str());
   for (const std::string& note : report.notes) std::printf("  %s\n", note.c_str());
   std::printf("\n");
+}
+
+void print_ratios(const Report& report) {
+  if (report.ratios.empty()) return;
+  std::printf("\nratios (A / B = median time of A over that of B; > 1: B is faster; a name "
+              "without a case suffix is the geometric mean over the cases)\n");
+  std::vector<std::vector<std::string>> rcells = {{"ratio", "value", "goal", "meaning"}};
+  for (const Ratio& r : report.ratios) {
+    std::string goal;
+    if (r.goal) goal = ">= " + number(*r.goal) + (r.value >= *r.goal ? " met" : " MISSED");
+    rcells.push_back({r.name, number(r.value), goal, r.meaning});
+  }
+  print_cells(rcells, {false, true, false, false});
+}
+
+}  // namespace
+
+void print_table(const Report& report) {
+  print_heading(report);
 
   bool one_unit = true;
   for (const Row& row : report.rows) one_unit = one_unit && row.unit == report.rows.front().unit;
@@ -245,17 +266,13 @@ void print_table(const Report& report) {
   right[0] = right[1] = false;
   right.back() = false;
   print_cells(cells, right);
+  print_ratios(report);
+}
 
-  if (report.ratios.empty()) return;
-  std::printf("\nratios (A / B = median time of A over that of B; > 1: B is faster; a name "
-              "without a case suffix is the geometric mean over the cases)\n");
-  std::vector<std::vector<std::string>> rcells = {{"ratio", "value", "goal", "meaning"}};
-  for (const Ratio& r : report.ratios) {
-    std::string goal;
-    if (r.goal) goal = ">= " + number(*r.goal) + (r.value >= *r.goal ? " met" : " MISSED");
-    rcells.push_back({r.name, number(r.value), goal, r.meaning});
-  }
-  print_cells(rcells, {false, true, false, false});
+void print_table(const Report& report, const Table& table) {
+  print_heading(report);
+  print_cells(table.cells, table.right_aligned);
+  print_ratios(report);
 }
 
 namespace {
@@ -366,6 +383,8 @@ constexpr std::size_t kMaxPath = 256;
 constexpr std::size_t kShmDirLength = sizeof("/dev/shm") - 1;
 char g_paths[kMaxNames][kMaxPath];
 std::atomic<int> g_path_count{0};  // entries of g_paths published (release) for the handler
+char g_mqueues[kMaxNames][kMaxPath];  // POSIX message queue names, leading '/' included
+std::atomic<int> g_mqueue_count{0};   // entries of g_mqueues published (release)
 std::atomic<int> g_sysv_id{-1};    // live System V segment of a variant, or -1
 pid_t g_owner = 0;                 // the process whose scope it is; children never clean up
 std::atomic<int> g_pending_signal{0};  // first SIGINT/SIGTERM/SIGHUP received, or 0
@@ -382,6 +401,9 @@ void remove_registered(bool from_handler) noexcept {
       ::shm_unlink(g_paths[i] + kShmDirLength);
     }
   }
+  // The raw system call (mq_unlink(3) minus its check of the '/') is async-signal-safe.
+  const int queues = g_mqueue_count.load(std::memory_order_acquire);
+  for (int i = 0; i < queues; ++i) ::syscall(SYS_mq_unlink, g_mqueues[i] + 1);
   const int id = g_sysv_id.exchange(-1, std::memory_order_acq_rel);
   if (id >= 0) ::shmctl(id, IPC_RMID, nullptr);
 }
@@ -413,6 +435,7 @@ CleanupScope::CleanupScope() {
   g_owner = ::getpid();
   g_pending_signal.store(0, std::memory_order_relaxed);
   g_path_count.store(0, std::memory_order_release);
+  g_mqueue_count.store(0, std::memory_order_release);
   g_sysv_id.store(-1, std::memory_order_release);
   struct sigaction action {};
   action.sa_handler = on_signal;
@@ -428,6 +451,7 @@ CleanupScope::~CleanupScope() {
   remove_all();
   for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &g_previous[i], nullptr);
   g_path_count.store(0, std::memory_order_release);
+  g_mqueue_count.store(0, std::memory_order_release);
   // Now that nothing is left behind, let the signal do what it would have done.
   if (const int sig = g_pending_signal.exchange(0, std::memory_order_relaxed); sig != 0) {
     ::raise(sig);
@@ -442,6 +466,15 @@ void CleanupScope::add_posix(const std::string& name) {
   }
   std::snprintf(g_paths[count], kMaxPath, "/dev/shm%s", name.c_str());
   g_path_count.store(count + 1, std::memory_order_release);
+}
+
+void CleanupScope::add_mqueue(const std::string& name) {
+  const int count = g_mqueue_count.load(std::memory_order_relaxed);
+  if (count >= kMaxNames || name.size() + 1 > kMaxPath || name.size() < 2 || name[0] != '/') {
+    throw std::system_error(EINVAL, std::generic_category(), "register bench queue " + name);
+  }
+  std::snprintf(g_mqueues[count], kMaxPath, "%s", name.c_str());
+  g_mqueue_count.store(count + 1, std::memory_order_release);
 }
 
 void CleanupScope::note_sysv(int id) noexcept { g_sysv_id.store(id, std::memory_order_relaxed); }

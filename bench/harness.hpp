@@ -27,6 +27,7 @@ namespace shmkit::bench {
 int run_segment(const Options& options);
 int run_locks(const Options& options);
 int run_alloc(const Options& options);
+int run_ipc(const Options& options);
 
 // ---- Timing ----
 
@@ -119,6 +120,16 @@ struct Report {
 /// Prints `report` as an aligned text table followed by the ratios.
 void print_table(const Report& report);
 
+/// Cells a layer lays out itself, when one row per figure does not fit (e.g. several figures
+/// per transport). The first line is the header.
+struct Table {
+  std::vector<std::vector<std::string>> cells;
+  std::vector<bool> right_aligned;  ///< per column
+};
+
+/// Prints `report`'s title and notes, then `table` in place of its rows, then its ratios.
+void print_table(const Report& report, const Table& table);
+
 /// Prints `report` as one JSON object: {"benchmark", "title", "machine", "settings",
 /// "results": [...], "ratios": {name: value}, "goals": {name: goal}}.
 void print_json(const Report& report);
@@ -142,11 +153,13 @@ class CleanupScope {
 
   /// Registers a POSIX shared-memory name ("/x"), removed (if present) at the end.
   void add_posix(const std::string& name);
+  /// Registers a POSIX message queue name ("/x"), removed (mq_unlink, if present) at the end.
+  void add_mqueue(const std::string& name);
   /// Notes the System V segment just created (set right after shmget) so that it is removed
   /// if abandoned; `forget_sysv` right after IPC_RMID. One slot: one segment lives at a time.
   void note_sysv(int id) noexcept;
   void forget_sysv() noexcept;
-  /// Removes every registered POSIX name and the noted System V segment now, ignoring ENOENT.
+  /// Removes every registered name and the noted System V segment now, ignoring ENOENT.
   void remove_all() noexcept;
 };
 

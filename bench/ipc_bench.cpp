@@ -43,6 +43,7 @@ enum class Id {
   shmkit_spin,
   shmkit_block,
   shmkit_zero_copy,
+  shmkit_queue,
   cacheline,
   futex,
   memcpy,
@@ -70,6 +71,7 @@ constexpr Info kTransports[] = {
     {Id::shmkit_spin, "shmkit-spin", "shmkit spin-then-block", true, true, false, "#f28e2b"},
     {Id::shmkit_block, "shmkit-block", "shmkit block", true, true, false, "#f1ce63"},
     {Id::shmkit_zero_copy, "shmkit-zero-copy", "shmkit busy-poll zero-copy", true, true, true, "#9d2b2b"},
+    {Id::shmkit_queue, "shmkit-queue", "shmkit Queue (MPMC) zero-copy", true, true, true, "#c4553a"},
     {Id::cacheline, "cacheline", "cache line (floor)", true, false, true, "#333333"},
     {Id::futex, "futex", "futex (floor)", true, false, false, "#79706e"},
     {Id::memcpy, "memcpy", "memcpy (1 process)", false, true, false, "#bab0ac"},
@@ -137,6 +139,8 @@ std::unique_ptr<Transport> make(Id id, std::size_t size, bool round_trip, const 
       return make_ring(size, capacity, Wait::block, false);
     case Id::shmkit_zero_copy:
       return make_ring(size, capacity, Wait::busy_poll, true);
+    case Id::shmkit_queue:
+      return make_queue(size, capacity);
     case Id::cacheline:
       return make_cacheline();
     case Id::futex:

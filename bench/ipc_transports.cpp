@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "shmkit/channel/queue.hpp"
 #include "shmkit/detail/robust.hpp"
 
 namespace shmkit::bench {
@@ -233,12 +234,15 @@ class SysvMq : public Transport {
 
 // ---- shmkit Ring ----
 
+// A Ring, or a Queue used one-to-one (what its many-producer protocol costs over a Ring's).
+template <class Channel>
 class RingTransport : public Transport {
  public:
   RingTransport(std::size_t size, std::size_t capacity, Wait mode, bool zero_copy)
       : size_(size), mode_(mode), zero_copy_(zero_copy) {
-    rings_[0] = Ring::create_anonymous(size, capacity);
-    rings_[1] = Ring::create_anonymous(size, capacity);
+    const ChannelConfig shape{size, capacity, 2, Overflow::block};
+    rings_[0] = Channel::create_anonymous(shape);
+    rings_[1] = Channel::create_anonymous(shape);
     if (!zero_copy) {
       out_buffer_.resize(size);
       in_buffer_.resize(size);
@@ -268,7 +272,7 @@ class RingTransport : public Transport {
 
   std::uint64_t receive() override {
     if (zero_copy_) {
-      const Ring::View view = in_->receive();
+      const ChannelBase::View view = in_->receive();
       if (!view || view.size != size_) throw std::runtime_error("ring receive: no message");
       const std::uint64_t seq = read_message(view.data, view.size);
       in_->release();
@@ -283,9 +287,9 @@ class RingTransport : public Transport {
   std::size_t size_;
   Wait mode_;
   bool zero_copy_;
-  Ring rings_[2];
-  Ring* out_ = nullptr;
-  Ring* in_ = nullptr;
+  Channel rings_[2];
+  Channel* out_ = nullptr;
+  Channel* in_ = nullptr;
   std::vector<std::byte> out_buffer_, in_buffer_;
 };
 
@@ -400,7 +404,11 @@ long posix_mq_max_depth() {
 
 std::unique_ptr<Transport> make_ring(std::size_t size, std::size_t capacity, Wait mode,
                                      bool zero_copy) {
-  return std::make_unique<RingTransport>(size, capacity, mode, zero_copy);
+  return std::make_unique<RingTransport<Ring>>(size, capacity, mode, zero_copy);
+}
+
+std::unique_ptr<Transport> make_queue(std::size_t size, std::size_t capacity) {
+  return std::make_unique<RingTransport<Queue>>(size, capacity, Wait::busy_poll, true);
 }
 
 std::unique_ptr<Transport> make_cacheline() { return std::make_unique<Cacheline>(); }

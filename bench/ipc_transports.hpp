@@ -75,6 +75,8 @@ long posix_mq_max_depth();
 /// release(). Otherwise send() from and receive() into a private buffer (a copy each way).
 std::unique_ptr<Transport> make_ring(std::size_t size, std::size_t capacity, Wait mode,
                                      bool zero_copy);
+/// A Queue (many-producer, many-consumer) used one-to-one, busy-polled, zero-copy.
+std::unique_ptr<Transport> make_queue(std::size_t size, std::size_t capacity);
 
 // ---- Physical limits ----
 

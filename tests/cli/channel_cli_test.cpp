@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: MIT
 // `shmkit send` / `shmkit recv` run as real processes: a channel used like a pipe from the
-// shell, in a segment of its own or in an arena, with one-line errors for what is not one.
+// shell, in a segment of its own or in an arena, with one-line errors for what is not one;
+// and `shmkit bench ipc` as a script drives it (--json, --plot, usage errors).
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -135,6 +141,41 @@ TEST(ChannelCli, WhatIsNotAChannelIsAOneLineError) {
   expect_one_line_error(run_tool({"recv", q.name(), "--create", "queue", "--timeout", "0.2"}),
                         q.name(), "nothing after 0.2 s");
   EXPECT_EQ(run_tool({"recv", q.name(), "--create", "pipe"}).status, 2);
+}
+
+}  // namespace
+}  // namespace shmkit::test
+
+namespace shmkit::test {
+namespace {
+
+// `shmkit bench ipc` as a script uses it: one JSON object with its ratios, a chart that is
+// an SVG document, and usage errors for what it does not know. No figure is asserted.
+TEST(BenchIpcCli, JsonPlotAndUsageErrors) {
+  const std::string svg = "/tmp/" + unique_name("", "ipc") + ".svg";
+  const ToolResult r =
+      run_tool({"bench", "ipc", "--quick", "--json", "--sizes", "64", "--transports",
+                "pipe,shmkit-zero-copy,shmkit-queue,cacheline", "--plot", svg});
+  const bool wrote = ::access(svg.c_str(), F_OK) == 0;
+  std::string chart;
+  if (wrote) {
+    std::ifstream in(svg);
+    chart.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    ::unlink(svg.c_str());
+  }
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(r.out.starts_with("{") && r.out.ends_with("}\n")) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  for (const char* part : {"\"ratios\":{", "\"latency_vs_cacheline\":", "\"throughput64_vs_pipe\":",
+                           "\"shmkit Queue (MPMC) zero-copy\""}) {
+    EXPECT_TRUE(contains(r.out, part)) << part << " in " << r.out;
+  }
+  ASSERT_TRUE(wrote);
+  EXPECT_TRUE(chart.starts_with("<?xml") && contains(chart, "<svg") && contains(chart, "</svg>"))
+      << chart.substr(0, 200);
+
+  EXPECT_EQ(run_tool({"bench", "ipc", "--transports", "carrier-pigeon"}).status, 2);
+  EXPECT_EQ(run_tool({"bench", "ipc", "--sizes", "huge"}).status, 2);
 }
 
 }  // namespace

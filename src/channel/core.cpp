@@ -28,14 +28,19 @@ constexpr std::uint32_t kMaxPeers = 65536;
 // How long open() waits for a creator that has made the segment but not yet its header.
 constexpr std::chrono::milliseconds kFormatWait{1000};
 
-// Slots start on cache lines and own theirs: a producer writing slot n+1 must not take back
-// the line a consumer is reading slot n from (with 80-byte slots, throughput halves).
-std::uint64_t stride_of(std::uint64_t slot_size) {
-  return (sizeof(SlotHeader) + slot_size + detail::kChannelLine - 1) & ~std::uint64_t{detail::kChannelLine - 1};
+// A Ring packs its slots (16-byte granularity): its one consumer reads them in order, so
+// neighbours sharing a line cost little, and a stream touches fewer lines a message (1.25 for
+// 64 bytes, against 2): 64-byte streams run at ~100 M msgs/s, against ~60 M line-aligned.
+// Queue and Broadcast slots own whole cache lines: several consumers take neighbouring slots
+// at once, and a line two of them share would bounce (a 64-byte Queue round trip: 150 ns,
+// against 205 ns packed).
+std::uint64_t stride_of(ChannelKind kind, std::uint64_t slot_size) {
+  const std::uint64_t align = kind == ChannelKind::ring ? 16 : detail::kChannelLine;
+  return (sizeof(SlotHeader) + slot_size + align - 1) & ~(align - 1);
 }
 
 // Returns why the shape cannot make a channel, or "" with its size in `bytes`.
-std::string shape_problem(std::uint64_t slot_size, std::uint64_t capacity,
+std::string shape_problem(ChannelKind kind, std::uint64_t slot_size, std::uint64_t capacity,
                           std::uint64_t max_peers, std::uint64_t& bytes) {
   if (slot_size == 0 || slot_size > kMaxSlotSize) return "slot size must be 1 byte .. 4 GiB - 16";
   if (capacity == 0 || capacity > kMaxCapacity || (capacity & (capacity - 1)) != 0) {
@@ -43,7 +48,7 @@ std::string shape_problem(std::uint64_t slot_size, std::uint64_t capacity,
   }
   if (max_peers == 0 || max_peers > kMaxPeers) return "max_peers must be 1 .. 65536";
   std::uint64_t slots = 0;
-  if (__builtin_mul_overflow(capacity, stride_of(slot_size), &slots) ||
+  if (__builtin_mul_overflow(capacity, stride_of(kind, slot_size), &slots) ||
       __builtin_add_overflow(slots, detail::kPeersOffset + max_peers * sizeof(PeerSlot), &bytes) ||
       bytes > std::uint64_t{SIZE_MAX}) {
     return "channel too large";
@@ -139,11 +144,11 @@ std::string channel_header_problem(const void* base, std::size_t available, Chan
   }
   if (h->overflow > static_cast<std::uint32_t>(Overflow::overwrite)) return "bad overflow policy";
   std::uint64_t bytes = 0;
-  if (std::string why = shape_problem(h->slot_size, h->capacity, h->max_peers, bytes);
+  if (std::string why = shape_problem(kind, h->slot_size, h->capacity, h->max_peers, bytes);
       !why.empty()) {
     return why;
   }
-  if (h->stride != stride_of(h->slot_size)) return "bad slot stride";
+  if (h->stride != stride_of(kind, h->slot_size)) return "bad slot stride";
   if (h->bytes != bytes) return "bad size in the header";
   if (bytes > available) return "segment smaller than its channel";
   return "";
@@ -154,11 +159,11 @@ std::string channel_header_problem(const void* base, std::size_t available, Chan
 using detail::channel_header_problem;
 using detail::kind_name;
 
-std::size_t channel_bytes(const ChannelConfig& config) {
+std::size_t ChannelBase::bytes_for(ChannelKind kind, const ChannelConfig& config) {
   std::uint64_t bytes = 0;
-  if (std::string why = shape_problem(config.slot_size, config.capacity, config.max_peers, bytes);
+  if (std::string why = shape_problem(kind, config.slot_size, config.capacity, config.max_peers, bytes);
       !why.empty()) {
-    throw Error(EINVAL, "", "size a channel", why);
+    throw Error(EINVAL, "", std::string("size a ") + kind_name(kind), why);
   }
   return static_cast<std::size_t>(bytes);
 }
@@ -176,7 +181,7 @@ void ChannelBase::format(void* base, ChannelKind kind, const ChannelConfig& conf
   h->overflow = static_cast<std::uint32_t>(config.overflow);
   h->slot_size = config.slot_size;
   h->capacity = config.capacity;
-  h->stride = stride_of(config.slot_size);
+  h->stride = stride_of(kind, config.slot_size);
   h->max_peers = config.max_peers;
   h->bytes = bytes;
   if (kind == ChannelKind::queue) {  // slot i is free for position i (Vyukov)
@@ -210,7 +215,7 @@ void ChannelBase::create_in_segment(ChannelKind kind, std::string_view name,
                                     const ChannelConfig& config, Role role,
                                     const CreateOptions& options) {
   std::uint64_t bytes = 0;
-  if (std::string why = shape_problem(config.slot_size, config.capacity, config.max_peers, bytes);
+  if (std::string why = shape_problem(kind, config.slot_size, config.capacity, config.max_peers, bytes);
       !why.empty()) {
     throw Error(EINVAL, std::string(name), std::string("create ") + kind_name(kind), why);
   }
@@ -265,7 +270,7 @@ void ChannelBase::open_or_create_segment(ChannelKind kind, std::string_view name
 
 void ChannelBase::create_anonymous_segment(ChannelKind kind, const ChannelConfig& config) {
   std::uint64_t bytes = 0;
-  if (std::string why = shape_problem(config.slot_size, config.capacity, config.max_peers, bytes);
+  if (std::string why = shape_problem(kind, config.slot_size, config.capacity, config.max_peers, bytes);
       !why.empty()) {
     throw Error(EINVAL, "anonymous", std::string("create ") + kind_name(kind), why);
   }
@@ -278,7 +283,7 @@ void ChannelBase::create_anonymous_segment(ChannelKind kind, const ChannelConfig
 void ChannelBase::create_in_arena(ChannelKind kind, Arena& arena, std::string_view name,
                                   const ChannelConfig& config, Role role) {
   std::uint64_t bytes = 0;
-  if (std::string why = shape_problem(config.slot_size, config.capacity, config.max_peers, bytes);
+  if (std::string why = shape_problem(kind, config.slot_size, config.capacity, config.max_peers, bytes);
       !why.empty()) {
     throw Error(EINVAL, std::string(name), std::string("create ") + kind_name(kind), why);
   }

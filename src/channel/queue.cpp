@@ -47,6 +47,9 @@ std::span<std::byte> Queue::loan(std::chrono::nanoseconds timeout) {
       const std::uint64_t pos = hdr_->head.load(std::memory_order_relaxed);
       return slot(pos)->seq.load(std::memory_order_acquire) >= pos;
     };
+    if (wait_ != Wait::block && detail::back_off_until(room)) {
+      if (std::span<std::byte> s = try_loan(); !s.empty()) return s;
+    }
     if (!wait_until(hdr_->not_full, room, deadline, true)) return {};
     if (std::span<std::byte> s = try_loan(); !s.empty()) return s;  // else another took it
   }

@@ -22,6 +22,7 @@ std::span<std::byte> Ring::loan(std::chrono::nanoseconds timeout) {
     tail_cache_ = hdr_->tail.load(std::memory_order_acquire);
     return head - tail_cache_ <= mask_;
   };
+  if (wait_ != Wait::block && detail::back_off_until(room)) return try_loan();
   if (!wait_until(hdr_->not_full, room, deadline_after(timeout), true)) return {};
   return try_loan();
 }

@@ -22,6 +22,20 @@ inline constexpr int kQuickLooks = 128;
 // How long a waiter goes without progress before it looks for dead peers, and how often after.
 inline constexpr std::chrono::milliseconds kReapEvery{100};
 
+// A producer that finds the channel full: the consumers are behind. Reading their counter or
+// slot in a tight loop would take its cache line away at each release and slow them further
+// (the two sides then move in lockstep, a line transfer a message), so it looks less and less
+// often, for about 1-10 µs, before the usual wait. True as soon as ready().
+template <class Ready>
+bool back_off_until(Ready& ready) {
+  if (!this_thread().spin) return false;
+  for (unsigned pauses = 8; pauses <= 512; pauses *= 2) {
+    for (unsigned i = 0; i < pauses; ++i) cpu_relax();
+    if (ready()) return true;
+  }
+  return false;
+}
+
 // Waits in `mode` until ready(), a wake-up or `deadline`; true when ready. `spin` bounds the
 // spinning of Wait::spin_then_block. A wake-up that finds ready() false returns too: the
 // caller looks again at what else it waits for (leave() notifies so that closed() is seen).

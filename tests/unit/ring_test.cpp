@@ -86,7 +86,7 @@ TEST(Ring, CreateThenOpenSeesTheSameRing) {
   EXPECT_EQ(a.arena(), nullptr);
   EXPECT_EQ(a.wait_mode(), Wait::spin_then_block);
   EXPECT_EQ(a.data(), a.segment().data());
-  EXPECT_EQ(a.bytes(), channel_bytes(shape(100, 16)));
+  EXPECT_EQ(a.bytes(), Ring::bytes_for(shape(100, 16)));
   Ring b = Ring::open(name, Role::consumer);
   EXPECT_EQ(b.slot_size(), 100u);
   EXPECT_EQ(b.capacity(), 16u);
@@ -216,7 +216,7 @@ TEST(Ring, BadShapesAndNamesAreEinval) {
   expect_errno(EINVAL, [&] { Ring::create(name, shape(8, 8, 65537), Role::producer); });
   expect_errno(EINVAL, [&] { Ring::create_anonymous(8, 6); });
   expect_errno(EINVAL, [&] { Ring::create_anonymous(std::size_t{1} << 33, 2); });
-  expect_errno(EINVAL, [&] { (void)channel_bytes(shape(8, std::size_t{1} << 33)); });
+  expect_errno(EINVAL, [&] { (void)Ring::bytes_for(shape(8, std::size_t{1} << 33)); });
   expect_errno(EINVAL, [&] { Ring::create("no-slash/../x", shape(8, 8), Role::producer); });
   expect_errno(EINVAL, [&] { Ring::open("", Role::consumer); });
   expect_errno(ENOENT, [&] { Ring::open(name, Role::consumer); });  // nothing was created

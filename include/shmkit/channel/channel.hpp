@@ -276,6 +276,7 @@ class SHMKIT_API ChannelBase {
   void open_or_create_in_arena(detail::ChannelKind kind, Arena& arena, std::string_view name,
                                const ChannelConfig& config, Role role);
   static void remove_from_arena(Arena& arena, std::string_view name);
+  static std::size_t bytes_for(detail::ChannelKind kind, const ChannelConfig& config);
 
   detail::PeerSlot* peer(std::uint32_t i) const noexcept { return peers_ + i; }
   detail::PeerSlot* me() const noexcept { return me_; }
@@ -401,6 +402,9 @@ class ChannelOf : public ChannelBase {
   /// while peers are joined). Throws Error.
   static void remove(std::string_view name) { Segment::remove(name); }
   static void remove(Arena& arena, std::string_view name) { remove_from_arena(arena, name); }
+  /// The bytes a channel of this kind and `config`'s shape takes (header, peers, slots).
+  /// Throws Error(EINVAL) for a shape no channel can have, saying why.
+  static std::size_t bytes_for(const ChannelConfig& config) { return ChannelBase::bytes_for(K, config); }
 
  protected:
   ChannelOf() noexcept = default;
@@ -435,8 +439,5 @@ struct ChannelInfo {
 /// bad header has only `problem` set. Never writes, never throws but std::bad_alloc.
 SHMKIT_API std::optional<ChannelInfo> inspect_channel(const void* data, std::size_t size);
 
-/// The bytes a channel of `config` takes (header, peers, slots). Throws Error(EINVAL) for a
-/// shape no channel can have, saying why.
-SHMKIT_API std::size_t channel_bytes(const ChannelConfig& config);
 
 }  // namespace shmkit

@@ -77,20 +77,12 @@ void Broadcast::publish(std::size_t bytes) {
   s->seq.store(written(pos), std::memory_order_release);
   hdr_->head.store(pos + 1, std::memory_order_release);
   loaned_ = 0;
-  if (me_ != nullptr) {
-    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_relaxed);
-  }
+  count_message();
   hdr_->not_empty.notify_all();
 }
 
 bool Broadcast::try_send(std::span<const std::byte> message) {
-  if (message.size() > slot_size_) [[unlikely]] throw_too_big(message.size());
-  const std::span<std::byte> s = try_loan();
-  if (s.empty()) return false;
-  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
-  publish(message.size());
-  return true;
+  return try_send_copy(*this, message);
 }
 
 bool Broadcast::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
@@ -152,8 +144,7 @@ bool Broadcast::release() noexcept {
   held_ = 0;
   me_->consume.store(pos + 1, std::memory_order_release);
   if (intact) {
-    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_relaxed);
+    count_message();
   } else {
     me_->lost.store(me_->lost.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }

@@ -57,10 +57,10 @@ std::span<std::byte> Queue::loan(std::chrono::nanoseconds timeout) {
 
 void Queue::publish(std::size_t bytes) {
   if (bytes > slot_size_) [[unlikely]] throw_too_big(bytes);
-  publish_with(bytes, 0);
+  publish_as(bytes, 0);
 }
 
-void Queue::publish_with(std::size_t bytes, std::uint32_t flags) noexcept {
+void Queue::publish_as(std::size_t bytes, std::uint32_t flags) noexcept {
   SHMKIT_ASSERT(loaned_ != 0);
   const std::uint64_t pos = loaned_ - 1;
   SlotHeader* s = slot(pos);
@@ -68,21 +68,13 @@ void Queue::publish_with(std::size_t bytes, std::uint32_t flags) noexcept {
   s->flags = flags;
   s->seq.store(pos + 1, std::memory_order_release);  // full: the consumers' turn
   loaned_ = 0;
-  if (me_ != nullptr) {
-    me_->produce.store(0, std::memory_order_release);
-    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_relaxed);
-  }
+  if (me_ != nullptr) me_->produce.store(0, std::memory_order_release);
+  count_message();
   hdr_->not_empty.notify_one();
 }
 
 bool Queue::try_send(std::span<const std::byte> message) {
-  if (message.size() > slot_size_) [[unlikely]] throw_too_big(message.size());
-  const std::span<std::byte> s = try_loan();
-  if (s.empty()) return false;
-  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
-  publish(message.size());
-  return true;
+  return try_send_copy(*this, message);
 }
 
 bool Queue::send(std::span<const std::byte> message, std::chrono::nanoseconds timeout) {
@@ -90,13 +82,7 @@ bool Queue::send(std::span<const std::byte> message, std::chrono::nanoseconds ti
 }
 
 bool Queue::publish_block(std::span<std::byte> block, std::chrono::nanoseconds timeout) {
-  require_blocks("publish a block");
-  const std::span<std::byte> s = loan(timeout);
-  if (s.empty()) return false;
-  const detail::BlockRef ref{arena()->offset_of(block.data()), block.size()};
-  std::memcpy(s.data(), &ref, sizeof ref);
-  publish_with(sizeof ref, detail::kSlotBlock);
-  return true;
+  return publish_block_in(*this, block, timeout);
 }
 
 // ---- Consumer ----
@@ -155,10 +141,7 @@ void Queue::release() noexcept {
   const std::uint64_t pos = taken_ - 1;
   if ((slot(pos)->flags & detail::kSlotBlock) != 0) free_block(payload(pos));
   release_slot(pos);
-  if (me_ != nullptr) {
-    me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
-                        std::memory_order_relaxed);
-  }
+  count_message();
 }
 
 void Queue::release_slot(std::uint64_t pos) noexcept {

@@ -32,13 +32,7 @@ bool Ring::send(std::span<const std::byte> message, std::chrono::nanoseconds tim
 }
 
 bool Ring::publish_block(std::span<std::byte> block, std::chrono::nanoseconds timeout) {
-  require_blocks("publish a block");
-  const std::span<std::byte> s = loan(timeout);
-  if (s.empty()) return false;
-  const detail::BlockRef ref{arena()->offset_of(block.data()), block.size()};
-  std::memcpy(s.data(), &ref, sizeof ref);
-  publish_as(sizeof ref, detail::kSlotBlock);
-  return true;
+  return publish_block_in(*this, block, timeout);
 }
 
 Ring::View Ring::receive(std::chrono::nanoseconds timeout) {

@@ -120,4 +120,26 @@ bool ChannelBase::send_copy(Channel& c, std::span<const std::byte> message,
   return true;
 }
 
+template <class Channel>
+bool ChannelBase::try_send_copy(Channel& c, std::span<const std::byte> message) {
+  if (message.size() > c.slot_size_) [[unlikely]] c.throw_too_big(message.size());
+  const std::span<std::byte> s = c.try_loan();
+  if (s.empty()) return false;
+  if (!message.empty()) std::memcpy(s.data(), message.data(), message.size());
+  c.publish(message.size());
+  return true;
+}
+
+template <class Channel>
+bool ChannelBase::publish_block_in(Channel& c, std::span<std::byte> block,
+                                   std::chrono::nanoseconds timeout) {
+  c.require_blocks("publish a block");
+  const std::span<std::byte> s = c.loan(timeout);
+  if (s.empty()) return false;
+  const detail::BlockRef ref{c.arena_->offset_of(block.data()), block.size()};
+  std::memcpy(s.data(), &ref, sizeof ref);
+  c.publish_as(sizeof ref, detail::kSlotBlock);
+  return true;
+}
+
 }  // namespace shmkit

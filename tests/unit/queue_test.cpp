@@ -760,18 +760,23 @@ TEST(Queue, AConsumerKilledHoldingAMessageLosesOnlyThatMessage) {
   constexpr std::uint64_t kPer = 30'000;
   const std::string name = unique_name("/", "queue-dead-consumer");
   Remover remover(name);
-  Queue q = Queue::create(name, shape(kSlot, 16), Role::none);
+  // The parent joins as a consumer that never takes a message: between the victim's death and
+  // the other consumer's start, producers waiting for room must not see the queue closed.
+  Queue q = Queue::create(name, shape(kSlot, 16), Role::consumer);
   Shared<Tally> tally;
   Ledger ledger(kProducers, kPer);
   Children kids;
+  // The victim consumes alone until it dies, so that it surely reaches its 2000th message
+  // (with the other consumer running, the producers could finish first); the producers then
+  // fill the queue and wait, and the other consumer, started after the death, drains it.
   const int victim = kids.start([&] { return consume(name, *tally, ledger, Wait::block, 2'000); });
   std::vector<int> pids;
-  pids.push_back(kids.start([&] { return consume(name, *tally, ledger, Wait::spin_then_block); }));
   for (std::uint32_t p = 0; p < kProducers; ++p) {
     pids.push_back(kids.start(
         [&, p] { return produce(name, *tally, p, kProducers, kPer, Wait::spin_then_block); }));
   }
   EXPECT_EQ(exit_code(kids.wait(victim, 30)), 128 + SIGKILL);
+  pids.push_back(kids.start([&] { return consume(name, *tally, ledger, Wait::spin_then_block); }));
   for (int pid : pids) EXPECT_EQ(exit_code(kids.wait(pid, 60)), 0) << "child " << pid;
   EXPECT_EQ(tally->errors.load(), 0) << tally->first_error;
   const std::int64_t held = tally->held.load();

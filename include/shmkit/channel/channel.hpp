@@ -68,7 +68,9 @@ struct ChannelPeer {
   Role role = Role::none;
   bool alive = false;         ///< its process still runs (a dead one is dropped by reap())
   bool self = false;          ///< this handle
-  std::uint64_t messages = 0; ///< sent (producer) or received (consumer) through this handle
+  /// Sent or received through this handle (Queue and Broadcast; a Ring keeps its hot path
+  /// lean: its head and tail say how many)
+  std::uint64_t messages = 0;
   std::uint64_t lost = 0;     ///< Broadcast: messages this subscriber lost to overwriting
 };
 
@@ -312,6 +314,22 @@ class SHMKIT_API ChannelBase {
   template <class Channel>
   static bool send_copy(Channel& c, std::span<const std::byte> message,
                         std::chrono::nanoseconds timeout);
+
+  // try_send() of Queue and Broadcast, and publish_block() of Ring and Queue: a slot loaned
+  // and published through the kind's own calls.
+  template <class Channel>
+  static bool try_send_copy(Channel& c, std::span<const std::byte> message);
+  template <class Channel>
+  static bool publish_block_in(Channel& c, std::span<std::byte> block,
+                               std::chrono::nanoseconds timeout);
+  // One more message sent or received through this handle (its peer slot's count; only this
+  // handle writes it).
+  void count_message() noexcept {
+    if (me_ != nullptr) {
+      me_->messages.store(me_->messages.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+    }
+  }
 
   [[noreturn]] void throw_too_big(std::size_t bytes) const;
   [[noreturn]] void throw_no_role(const char* op) const;

@@ -69,7 +69,8 @@ class SHMKIT_API Queue : public detail::ChannelOf<Queue, detail::ChannelKind::qu
                                                    std::chrono::nanoseconds timeout = kForever);
 
  private:
-  void publish_with(std::size_t bytes, std::uint32_t flags) noexcept;
+  friend class ChannelBase;  // publish_block_in
+  void publish_as(std::size_t bytes, std::uint32_t flags) noexcept;
   View take(std::uint64_t pos);
   void release_slot(std::uint64_t pos) noexcept;
 

@@ -128,6 +128,7 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
 
  private:
   friend class detail::ChannelOf<Ring, detail::ChannelKind::ring>;
+  friend class ChannelBase;  // publish_block_in
   void after_attach() noexcept;
   void publish_as(std::size_t bytes, std::uint32_t flags) noexcept {
     const std::uint64_t head = hdr_->head.load(std::memory_order_relaxed);

@@ -611,19 +611,21 @@ bool ChannelBase::closed() const noexcept {
   return false;
 }
 
-std::vector<ChannelPeer> ChannelBase::peers() const {
+namespace detail {
+
+std::vector<ChannelPeer> peers_of(const ChannelHeader& h, const PeerSlot* peers,
+                                  const PeerSlot* me) {
   std::vector<ChannelPeer> out;
-  if (hdr_ == nullptr) return out;
   const std::int32_t self = os::getpid();
-  for (std::uint32_t i = 0; i < max_peers_; ++i) {
-    const PeerSlot& p = peers_[i];
+  for (std::uint32_t i = 0; i < h.max_peers; ++i) {
+    const PeerSlot& p = peers[i];
     const auto pid = static_cast<std::int32_t>(p.owner.load(std::memory_order_acquire));
     if (pid == 0) continue;
     ChannelPeer c;
     c.pid = pid;
     c.role = valid_role(static_cast<Role>(p.role)) ? static_cast<Role>(p.role) : Role::none;
     c.alive = owner_alive(p, pid, self);
-    c.self = &p == me_;
+    c.self = &p == me;
     c.messages = p.messages.load(std::memory_order_relaxed);
     c.lost = p.lost.load(std::memory_order_relaxed);
     out.push_back(c);
@@ -631,15 +633,25 @@ std::vector<ChannelPeer> ChannelBase::peers() const {
   return out;
 }
 
-ChannelStats ChannelBase::stats() const noexcept {
+ChannelStats stats_of(const ChannelHeader& h) noexcept {
   ChannelStats s;
-  if (hdr_ == nullptr) return s;
-  s.published = hdr_->head.load(std::memory_order_acquire);
-  s.peer_deaths = hdr_->peer_deaths.load(std::memory_order_acquire);
-  s.lost = hdr_->lost.load(std::memory_order_acquire);
-  s.producers = hdr_->producers.load(std::memory_order_acquire);
-  s.consumers = hdr_->consumers.load(std::memory_order_acquire);
+  s.published = h.head.load(std::memory_order_acquire);
+  s.peer_deaths = h.peer_deaths.load(std::memory_order_acquire);
+  s.lost = h.lost.load(std::memory_order_acquire);
+  s.producers = h.producers.load(std::memory_order_acquire);
+  s.consumers = h.consumers.load(std::memory_order_acquire);
   return s;
+}
+
+}  // namespace detail
+
+std::vector<ChannelPeer> ChannelBase::peers() const {
+  if (hdr_ == nullptr) return {};
+  return detail::peers_of(*hdr_, peers_, me_);
+}
+
+ChannelStats ChannelBase::stats() const noexcept {
+  return hdr_ != nullptr ? detail::stats_of(*hdr_) : ChannelStats{};
 }
 
 std::size_t ChannelBase::size() const noexcept {

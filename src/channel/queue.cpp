@@ -152,20 +152,12 @@ void Queue::release_slot(std::uint64_t pos) noexcept {
 }
 
 std::optional<std::size_t> Queue::try_receive(std::span<std::byte> buffer) {
-  const View v = try_receive();
-  if (!v) return std::nullopt;
-  const std::size_t n = copy_out(v, buffer);
-  release();
-  return n;
+  return take_copy(*this, try_receive(), buffer);
 }
 
 std::optional<std::size_t> Queue::receive(std::span<std::byte> buffer,
                                           std::chrono::nanoseconds timeout) {
-  const View v = receive(timeout);
-  if (!v) return std::nullopt;
-  const std::size_t n = copy_out(v, buffer);
-  release();
-  return n;
+  return take_copy(*this, receive(timeout), buffer);
 }
 
 }  // namespace shmkit

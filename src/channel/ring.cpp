@@ -46,11 +46,7 @@ Ring::View Ring::receive(std::chrono::nanoseconds timeout) {
 
 std::optional<std::size_t> Ring::receive(std::span<std::byte> buffer,
                                          std::chrono::nanoseconds timeout) {
-  const View v = receive(timeout);
-  if (!v) return std::nullopt;
-  const std::size_t n = copy_out(v, buffer);
-  release();
-  return n;
+  return take_copy(*this, receive(timeout), buffer);
 }
 
 }  // namespace shmkit

@@ -334,6 +334,15 @@ class SHMKIT_API ChannelBase {
   [[noreturn]] void throw_too_big(std::size_t bytes) const;
   [[noreturn]] void throw_no_role(const char* op) const;
   std::size_t copy_out(View v, std::span<std::byte> buffer) const;
+  // The copying receive of Ring and Queue: copies the message `v` (if any) into `buffer` and
+  // releases it. Error(EMSGSIZE), the message kept, when `buffer` is too small.
+  template <class Channel>
+  static std::optional<std::size_t> take_copy(Channel& c, View v, std::span<std::byte> buffer) {
+    if (!v) return std::nullopt;
+    const std::size_t n = c.copy_out(v, buffer);
+    c.release();
+    return n;
+  }
 
   detail::ChannelHeader* hdr_ = nullptr;
   detail::PeerSlot* peers_ = nullptr;

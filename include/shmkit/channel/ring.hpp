@@ -116,11 +116,7 @@ class SHMKIT_API Ring : public detail::ChannelOf<Ring, detail::ChannelKind::ring
   /// Copies the oldest message into `buffer`, releases it and returns its size; nullopt when
   /// empty. Throws Error(EMSGSIZE) when `buffer` is too small (the message stays queued).
   [[nodiscard]] std::optional<std::size_t> try_receive(std::span<std::byte> buffer) {
-    const View v = try_receive();
-    if (!v) return std::nullopt;
-    const std::size_t n = copy_out(v, buffer);
-    release();
-    return n;
+    return take_copy(*this, try_receive(), buffer);
   }
   /// As try_receive(buffer), waiting up to `timeout`; nullopt on timeout or closed().
   [[nodiscard]] std::optional<std::size_t> receive(std::span<std::byte> buffer,

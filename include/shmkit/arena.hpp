@@ -36,11 +36,15 @@ struct ArenaAccess;
 /// Settings for a new arena (IRIX usconfig). Stored in its header: open() reads them.
 /// In System V (which cannot grow) the arena keeps the size it starts with.
 struct ArenaConfig {
-  std::size_t size = std::size_t{1} << 20;  ///< initial bytes (at least metadata + 2 frames)
+  std::size_t size = std::size_t{1} << 20;  ///< initial bytes (at least metadata + 2 pages)
   std::size_t max_size = 0;          ///< 0: 1 GiB with autogrow (256 MiB in 32-bit), else size
   bool autogrow = true;              ///< grow when full, up to max_size
-  std::uint32_t max_users = 64;      ///< processes joined at once (IRIX's default of 8 is a trap)
-  std::uint32_t max_threads = 256;   ///< threads allocating at once (one heap each)
+  /// Processes joined at once; 0: scaled to the arena, one per 32 KiB from 8 (256 KiB and
+  /// less) to 64 (2 MiB and up, and every growing arena).
+  std::uint32_t max_users = 0;
+  /// Threads allocating at once (a heap of 384 bytes each); 0: scaled to the arena, one per
+  /// 64 KiB from 4 (256 KiB and less) to 256 (16 MiB and up, and every growing arena).
+  std::uint32_t max_threads = 0;
   std::uint32_t mode = 0600;         ///< permission bits of the segment
   bool metering = false;             ///< meter the locks made through the arena
   /// Map the arena at this address in every process (IRIX CONF_ATTACHADDR): raw pointers into
@@ -64,18 +68,21 @@ struct ArenaUser {
 struct ArenaStats {
   struct SizeClass {
     std::uint32_t block_size = 0;
-    std::uint64_t spans = 0;      ///< frames holding this class
+    std::uint64_t spans = 0;      ///< spans of this class
+    std::uint32_t span_pages = 0; ///< pages of each
     std::uint64_t blocks = 0;     ///< capacity of those spans
     std::uint64_t in_use = 0;     ///< blocks handed out and not freed
   };
   std::uint64_t size = 0;          ///< committed bytes (arena)
   std::uint64_t max_size = 0;
-  std::uint64_t metadata = 0;      ///< bytes of header, tables and frame map
+  std::uint64_t metadata = 0;      ///< bytes of header, tables and page map
   std::uint64_t in_use = 0;        ///< bytes in blocks handed out (small: block size; large: asked)
-  std::uint64_t free = 0;          ///< committed bytes not in use (free frames and free blocks)
-  std::uint64_t frames_free = 0, frames_small = 0, frames_large = 0;
+  std::uint64_t free = 0;          ///< committed bytes not in use (free pages and free blocks)
+  std::uint64_t pages_free = 0, pages_small = 0, pages_large = 0;  ///< 4 KiB pages
+  std::uint64_t free_runs = 0;     ///< runs of free pages (after coalescing)
+  std::uint64_t largest_free_run = 0;  ///< bytes of the longest one
   std::uint64_t large_blocks = 0;
-  double fragmentation = 0;        ///< 1 - in_use / bytes of frames that hold blocks
+  double fragmentation = 0;        ///< 1 - in_use / bytes of pages that hold blocks
   std::uint32_t users = 0, heaps = 0;
   std::vector<SizeClass> classes;  ///< every class that has a span
 };
@@ -157,15 +164,19 @@ class SHMKIT_API Arena {
   // ---- Allocation (IRIX usmalloc family) ----
 
   /// Allocates `size` bytes aligned to `align` (a power of two up to 64 KiB). Throws
-  /// Error(ENOMEM) when the arena is full and cannot grow.
+  /// Error(ENOMEM) when the arena is full and cannot grow: when no free block of its size
+  /// class or a larger one is left in any thread's cache and no run of free pages fits.
+  /// Lock-free for small blocks while the thread's cache has one; takes the arena lock to
+  /// refill it, and for blocks larger than the largest class (8 KiB in arenas of 4 MiB up).
   void* allocate(std::size_t size, std::size_t align = 16);
   /// As allocate(), returning nullptr instead of throwing.
   [[nodiscard]] void* try_allocate(std::size_t size, std::size_t align = 16) noexcept;
   /// Allocates zero-filled memory (uscalloc).
   void* allocate_zeroed(std::size_t size, std::size_t align = 16);
   [[nodiscard]] void* try_allocate_zeroed(std::size_t size, std::size_t align = 16) noexcept;
-  /// Resizes a block, keeping its contents (in place when it fits). nullptr `p` allocates;
-  /// throws Error(ENOMEM), leaving `p` untouched, when full.
+  /// Resizes a block, keeping its contents: in place when it fits, or, for a large block,
+  /// when the pages after it are free. nullptr `p` allocates; throws Error(ENOMEM), leaving
+  /// `p` untouched, when full.
   void* reallocate(void* p, std::size_t size);
   [[nodiscard]] void* try_reallocate(void* p, std::size_t size) noexcept;
   /// The usable size of a block (at least what was asked; usmallocblksize).
@@ -236,7 +247,7 @@ class SHMKIT_API Arena {
 
   // ---- Tuning (IRIX usmallopt / mallopt), shared by every user ----
 
-  /// Bytes each growth adds (rounded up to 64 KiB); 0, the default, doubles the arena.
+  /// Bytes each growth adds (rounded up to 4 KiB); 0, the default, doubles the arena.
   void set_grow_step(std::size_t bytes) noexcept;
   std::size_t grow_step() const noexcept;
 

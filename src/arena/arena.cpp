@@ -24,7 +24,7 @@ namespace {
 
 std::atomic<std::uint64_t> next_uid{1};
 
-constexpr std::uint64_t kMinFrames = 2;  // an arena holds at least this many frames of data
+constexpr std::uint64_t kMinPages = 2;  // an arena holds at least this many pages of data
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
 
@@ -36,26 +36,36 @@ std::uint64_t default_max(const ArenaConfig& c) {
 
 struct Geometry {
   std::uint64_t max_size;
-  std::uint32_t max_frames, meta_frames, users_offset, heaps_offset, frame_map_offset;
+  std::uint32_t max_users, max_heaps;
+  std::uint32_t max_pages, meta_pages, users_offset, heaps_offset, page_map_offset;
   std::uint64_t min_size;
 };
 
 Geometry geometry(const ArenaConfig& c, const std::string& label) {
-  if (c.max_users == 0 || c.max_users > 65535 || c.max_threads == 0 || c.max_threads > 65534) {
+  Geometry g{};
+  g.max_size = round_up(default_max(c), kPageSize);
+  // Users and threads the config leaves at 0 scale with the arena, so that its metadata
+  // stays near 1 % of it: a fixed arena by its size, a growing one as if 16 MiB at least.
+  const std::uint64_t basis =
+      c.autogrow && g.max_size > c.size ? std::max<std::uint64_t>(c.size, 16u << 20) : c.size;
+  g.max_users = c.max_users != 0 ? c.max_users
+                                 : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(basis >> 15, 8, 64));
+  g.max_heaps = c.max_threads != 0
+                    ? c.max_threads
+                    : static_cast<std::uint32_t>(std::clamp<std::uint64_t>(basis >> 16, 4, 256));
+  if (g.max_users > 65535 || g.max_heaps > 65534) {
     throw Error(EINVAL, label, "create", "max_users is 1..65535 and max_threads 1..65534");
   }
-  Geometry g{};
-  g.max_size = round_up(default_max(c), kFrameSize);
-  if ((g.max_size >> kFrameShift) > 0xffffffffull) {
+  if ((g.max_size >> kPageShift) > 0xffffffffull) {
     throw Error(EINVAL, label, "create", "max_size is too large");
   }
-  g.max_frames = static_cast<std::uint32_t>(g.max_size >> kFrameShift);
+  g.max_pages = static_cast<std::uint32_t>(g.max_size >> kPageShift);
   g.users_offset = sizeof(ArenaHeader);
-  g.heaps_offset = g.users_offset + c.max_users * static_cast<std::uint32_t>(sizeof(UserSlot));
-  g.frame_map_offset = g.heaps_offset + c.max_threads * static_cast<std::uint32_t>(sizeof(HeapSlot));
-  const std::uint64_t meta = round_up(std::uint64_t{g.frame_map_offset} + g.max_frames, kFrameSize);
-  g.meta_frames = static_cast<std::uint32_t>(meta >> kFrameShift);
-  g.min_size = meta + kMinFrames * kFrameSize;
+  g.heaps_offset = g.users_offset + g.max_users * static_cast<std::uint32_t>(sizeof(UserSlot));
+  g.page_map_offset = g.heaps_offset + g.max_heaps * static_cast<std::uint32_t>(sizeof(HeapSlot));
+  const std::uint64_t meta = round_up(std::uint64_t{g.page_map_offset} + g.max_pages, kPageSize);
+  g.meta_pages = static_cast<std::uint32_t>(meta >> kPageShift);
+  g.min_size = meta + kMinPages * kPageSize;
   if (g.min_size > g.max_size) {
     throw Error(EINVAL, label, "create",
                 "max_size " + std::to_string(g.max_size) + " is below the " +
@@ -79,15 +89,15 @@ void detail::validate_header(const ArenaHeader& h, std::uint64_t segment_size,
     throw bad("the arena was made by a build with another memory layout");
   }
   const std::uint64_t size = h.size.load(std::memory_order_acquire);
-  if (h.max_users == 0 || h.max_heaps == 0 || h.max_frames == 0 ||
-      h.max_size != std::uint64_t{h.max_frames} << kFrameShift ||
+  if (h.max_users == 0 || h.max_users > 65535 || h.max_heaps == 0 || h.max_heaps > 65534 ||
+      h.max_pages == 0 || h.max_size != std::uint64_t{h.max_pages} << kPageShift ||
       h.users_offset != sizeof(ArenaHeader) ||
-      h.heaps_offset != h.users_offset + h.max_users * sizeof(UserSlot) ||
-      h.frame_map_offset != h.heaps_offset + std::uint64_t{h.max_heaps} * sizeof(HeapSlot) ||
-      std::uint64_t{h.meta_frames} << kFrameShift <
-          std::uint64_t{h.frame_map_offset} + h.max_frames ||
-      size < (std::uint64_t{h.meta_frames} << kFrameShift) || size > h.max_size ||
-      size % kFrameSize != 0) {
+      h.heaps_offset != h.users_offset + std::uint64_t{h.max_users} * sizeof(UserSlot) ||
+      h.page_map_offset != h.heaps_offset + std::uint64_t{h.max_heaps} * sizeof(HeapSlot) ||
+      std::uint64_t{h.meta_pages} << kPageShift <
+          std::uint64_t{h.page_map_offset} + h.max_pages ||
+      size < (std::uint64_t{h.meta_pages} << kPageShift) || size > h.max_size ||
+      size % kPageSize != 0) {
     throw bad("the arena header is corrupted");
   }
   if (segment_size < size) throw bad("the arena is truncated");
@@ -148,6 +158,7 @@ std::uint32_t ArenaImpl::recover_dead() noexcept {
       if (h->user == i + 1 && h->owner_tid.load(std::memory_order_relaxed) != 0) {
         repair_heap_spans(k);
         h->owner_tid.store(0, std::memory_order_release);
+        header->abandoned.fetch_add(1, std::memory_order_relaxed);
       }
     }
     slots[i].heaps.store(0, std::memory_order_relaxed);
@@ -166,6 +177,7 @@ std::uint32_t ArenaImpl::recover_dead() noexcept {
     if (!user_active && !os::thread_alive(static_cast<std::int32_t>(tid))) {
       repair_heap_spans(k);
       h->owner_tid.store(0, std::memory_order_release);
+      header->abandoned.fetch_add(1, std::memory_order_relaxed);
       ++recovered;
     }
   }
@@ -173,14 +185,15 @@ std::uint32_t ArenaImpl::recover_dead() noexcept {
 }
 
 void ArenaImpl::repair_heap_spans(std::uint32_t index) noexcept {
-  const std::uint32_t frames = frames_now();
-  for (std::uint32_t f = header->meta_frames; f < frames; ++f) {
-    if (frame_kind(f).load(std::memory_order_acquire) != static_cast<std::uint8_t>(FrameKind::span)) {
+  const std::uint32_t pages = pages_now();
+  for (std::uint32_t p = header->meta_pages; p < pages; ++p) {
+    if (page_kind(p).load(std::memory_order_acquire) != static_cast<std::uint8_t>(PageKind::span)) {
       continue;
     }
-    SpanHeader* s = span(f);
-    if (s->heap == index + 1 && s->magic == (kSpanMagic ^ f) && s->size_class < kClasses) {
-      recount_span(*this, s, f);
+    SpanHeader* s = span(p);
+    if (s->heap == index + 1 && s->magic == (kSpanMagic ^ p) && s->size_class < kClasses &&
+        s->capacity <= span_capacity(s->size_class, s->pages)) {
+      recount_span(*this, s, p);
     }
   }
 }
@@ -211,7 +224,7 @@ void initialise(ArenaImpl& a, const ArenaConfig& c, const Geometry& g, const Are
   h.state.store(static_cast<std::uint32_t>(ArenaState::initializing), std::memory_order_release);
   // A dead initialiser may have left anything past the locks: clear the metadata.
   std::memset(reinterpret_cast<std::byte*>(&h) + offsetof(ArenaHeader, init_lock) + sizeof(Mutex),
-              0, (std::uint64_t{g.meta_frames} << kFrameShift) - offsetof(ArenaHeader, init_lock) -
+              0, (std::uint64_t{g.meta_pages} << kPageShift) - offsetof(ArenaHeader, init_lock) -
                      sizeof(Mutex));
   std::memset(reinterpret_cast<std::byte*>(&h) + 8, 0, offsetof(ArenaHeader, init_lock) - 8);
   h.magic = kMagic;
@@ -219,25 +232,26 @@ void initialise(ArenaImpl& a, const ArenaConfig& c, const Geometry& g, const Are
   h.version = kFormatVersion;
   h.fingerprint = layout_fingerprint();
   h.flags = (c.autogrow ? kFlagAutogrow : 0) | (c.metering ? kFlagMetering : 0);
-  h.max_users = c.max_users;
-  h.max_heaps = c.max_threads;
-  h.meta_frames = g.meta_frames;
-  h.max_frames = g.max_frames;
+  h.max_users = g.max_users;
+  h.max_heaps = g.max_heaps;
+  h.meta_pages = g.meta_pages;
+  h.max_pages = g.max_pages;
   h.users_offset = g.users_offset;
   h.heaps_offset = g.heaps_offset;
-  h.frame_map_offset = g.frame_map_offset;
+  h.page_map_offset = g.page_map_offset;
   h.mode = c.mode;
   h.max_size = g.max_size;
   h.attach_address = c.attach_address != nullptr || c.same_address
                          ? reinterpret_cast<std::uintptr_t>(a.base)
                          : 0;
   h.created_ns = static_cast<std::uint64_t>(os::realtime_ns());
-  h.frame_hint.store(g.meta_frames, std::memory_order_relaxed);
-  h.size.store(std::min<std::uint64_t>(a.segment.size() / kFrameSize * kFrameSize, g.max_size),
+  h.size.store(std::min<std::uint64_t>(a.segment.size() / kPageSize * kPageSize, g.max_size),
                std::memory_order_release);
-  for (std::uint32_t f = 0; f < g.meta_frames; ++f) {
-    a.frame_kind(f).store(static_cast<std::uint8_t>(FrameKind::meta), std::memory_order_relaxed);
+  for (std::uint32_t p = 0; p < g.meta_pages; ++p) {
+    a.page_kind(p).store(static_cast<std::uint8_t>(PageKind::meta), std::memory_order_relaxed);
   }
+  a.setup_classes();
+  a.repair_pages();  // every data page is one free run
   if (c.metering) {
     h.arena_lock.set_metering(true);
     h.directory_lock.set_metering(true);
@@ -285,6 +299,7 @@ struct ArenaAccess {
         // before the header's size is, so look at the file again.
         (void)impl->segment.refresh();
         detail::validate_header(h, impl->segment.size(), label);
+        impl->setup_classes();
         impl->join();
       } else if (config != nullptr) {
         // Empty, or its initialiser died (or threw): initialise from zero.
@@ -338,7 +353,7 @@ Plan plan_for(std::string_view name, const ArenaConfig& wanted) {
   p.options.reserve = static_cast<std::size_t>(p.geometry.max_size);
   p.options.address = p.config.attach_address;
   p.size = static_cast<std::size_t>(std::min<std::uint64_t>(
-      std::max<std::uint64_t>(round_up(p.config.size, kFrameSize), p.geometry.min_size),
+      std::max<std::uint64_t>(round_up(p.config.size, kPageSize), p.geometry.min_size),
       p.geometry.max_size));
   return p;
 }
@@ -379,7 +394,7 @@ Arena Arena::open(std::string_view name) {
     }
     // Foreign bytes decide how much to map: check them before they reach mmap.
     const std::uint64_t max = h->max_size;
-    if (max == 0 || max % kFrameSize != 0 || max > (std::uint64_t{1} << 46) ||
+    if (max == 0 || max % kPageSize != 0 || max > (std::uint64_t{1} << 46) ||
         max > std::numeric_limits<std::size_t>::max() ||
         h->attach_address % os::page_size() != 0) {
       throw Error(EINVAL, std::string(name), "open", "the arena header is corrupted");
@@ -493,6 +508,7 @@ void* Arena::try_reallocate(void* p, std::size_t size) noexcept {
   try {
     const std::size_t have = impl_->block_size(p);
     if (size <= have) return p;
+    if (impl_->grow_in_place(p, size)) return p;
     void* q = impl_->allocate(size, 16);
     if (q == nullptr) return nullptr;
     std::memcpy(q, p, have);

@@ -27,7 +27,7 @@ DirTable* table(ArenaImpl& a) {
   const std::uint64_t off = a.header->directory.load(std::memory_order_acquire);
   if (off == 0) return nullptr;
   const std::uint64_t size = a.header->size.load(std::memory_order_acquire);
-  const std::uint64_t meta = std::uint64_t{a.header->meta_frames} << kFrameShift;
+  const std::uint64_t meta = std::uint64_t{a.header->meta_pages} << kPageShift;
   auto* t = reinterpret_cast<DirTable*>(a.base + off);
   if (off < meta || off % 16 != 0 || off + sizeof(DirTable) > size || t->capacity == 0 ||
       (t->capacity & (t->capacity - 1)) != 0 ||

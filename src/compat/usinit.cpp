@@ -30,7 +30,7 @@ namespace {
 
 constexpr std::size_t kMaxArenas = 256;       // arenas one process may have at once
 constexpr std::uint32_t kMaxIrixUsers = 10000;  // IRIX's CONF_INITUSERS limit
-constexpr std::size_t kFrame = std::size_t{1} << 16;
+constexpr std::size_t kPage = 4096;
 constexpr std::uintptr_t kNoAddress = ~std::uintptr_t{0};
 
 constinit usptr_s g_handles[kMaxArenas];
@@ -219,8 +219,9 @@ void* default_address(const std::string& key, unsigned attempt, std::size_t max_
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(base + (h % (span / stride)) * stride));
 }
 
-// Runs `open(config)`, raising max_size in frame steps while the shmkit arena says it is below
-// what its metadata needs (IRIX's 64 KB is: the figure CONF_GETSIZE reports is the real one).
+// Runs `open(config)`, raising max_size a page at a time while the shmkit arena says it is
+// below what its metadata needs (only for a CONF_INITSIZE of a few pages with many users: the
+// figure CONF_GETSIZE reports is then the real one).
 template <class Open>
 Arena with_room(ArenaConfig config, Open open) {
   for (int i = 0;; ++i) {
@@ -228,7 +229,7 @@ Arena with_room(ArenaConfig config, Open open) {
       return open(config);
     } catch (const Error& e) {
       if (e.errnum() != EINVAL || e.operation() != "create" || i > 4096) throw;
-      config.max_size += kFrame;
+      config.max_size += kPage;
       if (!config.autogrow) config.size = config.max_size;
     }
   }
@@ -610,20 +611,12 @@ extern "C" SHMKIT_ULOCKS_API usptr_t* usinit(const char* filename) {
 
   ArenaConfig config;
   const std::uint32_t users = p.init_users;
-  config.max_users = std::min<std::uint32_t>(65535, users * 2 + 8);
-  config.max_threads = std::min<std::uint32_t>(65534, users * 2 + 32);
-  // The shmkit allocator takes 64 KiB frames per (thread, size class): on top of what the
-  // program asked for, each user gets room for spans of eight size classes, and the arena's
-  // metadata comes on top. Address space is reserved for all of it; with autogrow the file
-  // grows only as frames are used.
-  const std::uint64_t slack = std::min<std::uint64_t>(
-      std::uint64_t{users} * 8 * kFrame, sizeof(void*) == 8 ? std::uint64_t{1} << 30 : 64u << 20);
-  const std::uint64_t data = round_up(p.init_size, kFrame) + slack;
-  const std::uint64_t meta =
-      round_up(1024 + std::uint64_t{config.max_users} * 64 + std::uint64_t{config.max_threads} * 384 +
-                   data / kFrame + 64,
-               kFrame);
-  config.max_size = static_cast<std::size_t>(data + meta);
+  // The arena is CONF_INITSIZE bytes, its metadata included, as on IRIX: a user slot per
+  // IRIX user and two spare (a forked child joins before its parent's slot is freed), and an
+  // allocation cache for two threads per user.
+  config.max_users = std::min<std::uint32_t>(65535, users + 2);
+  config.max_threads = std::min<std::uint32_t>(65534, std::max<std::uint32_t>(4, users * 2));
+  config.max_size = static_cast<std::size_t>(round_up(p.init_size, kPage));
   config.autogrow = p.autogrow != 0;
   config.size = config.autogrow ? 0 : config.max_size;
   config.mode = 0600;

@@ -187,6 +187,8 @@ Status at_fork_child(void (*child)()) noexcept;
 int cpus_online() noexcept;
 /// CLOCK_MONOTONIC in nanoseconds (the clock of std::chrono::steady_clock).
 std::int64_t monotonic_ns() noexcept;
+/// sched_yield(): lets another runnable thread have this CPU.
+void yield() noexcept;
 
 /// Registers this process for heavy_fence() (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED), so
 /// that its threads may pair plain loads and stores with a peer's heavy_fence().

@@ -2,6 +2,7 @@
 // Threads and futexes: gettid, robust lists, liveness, fork hooks, futex wait and wake.
 #include <linux/futex.h>
 #include <linux/membarrier.h>
+#include <sched.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -81,6 +82,8 @@ std::int64_t monotonic_ns() noexcept {
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
+
+void yield() noexcept { (void)::sched_yield(); }
 
 Status register_for_heavy_fence() noexcept {
   if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0) {

@@ -171,12 +171,12 @@ struct Use {
 Use count_use(const Arena& a) {
   const auto* base = static_cast<const std::byte*>(a.base());
   const auto& h = *reinterpret_cast<const arena::ArenaHeader*>(base);
-  const std::uint64_t frames = h.size.load(std::memory_order_acquire) / arena::kFrameSize;
+  const std::uint64_t frames = h.size.load(std::memory_order_acquire) / arena::kPageSize;
   Use u;
   const auto list_length = [&](std::uint64_t head, std::uint64_t lo, std::uint64_t hi,
                                std::uint32_t cap) {
     std::uint32_t n = 0;
-    for (std::uint64_t off = head; off != 0 && n <= cap; ++n) {
+    for (std::uint64_t off = head & ((std::uint64_t{1} << 48) - 1); off != 0 && n <= cap; ++n) {
       if (off < lo || off >= hi) break;
       std::uint64_t next = 0;
       std::memcpy(&next, base + off, 8);
@@ -184,20 +184,21 @@ Use count_use(const Arena& a) {
     }
     return n;
   };
-  for (std::uint64_t f = h.meta_frames; f < frames; ++f) {
-    const auto kind = static_cast<arena::FrameKind>(std::to_integer<std::uint8_t>(base[h.frame_map_offset + f]));
-    const std::byte* frame = base + f * arena::kFrameSize;
-    if (kind == arena::FrameKind::span) {
+  for (std::uint64_t f = h.meta_pages; f < frames; ++f) {
+    const auto kind = static_cast<arena::PageKind>(std::to_integer<std::uint8_t>(base[h.page_map_offset + f]));
+    const std::byte* frame = base + f * arena::kPageSize;
+    if (kind == arena::PageKind::span) {
       const auto* s = reinterpret_cast<const arena::SpanHeader*>(frame);
-      const std::uint64_t lo = f * arena::kFrameSize + arena::kSpanHeaderSize;
+      const std::uint64_t lo = f * arena::kPageSize + arena::kSpanHeaderSize;
       const std::uint64_t hi = lo + std::uint64_t{s->capacity} * s->block_size;
       const std::uint32_t local = list_length(s->local_free, lo, hi, s->capacity);
       const std::uint32_t remote =
           list_length(s->remote_free.load(std::memory_order_acquire), lo, hi, s->capacity);
-      const std::uint32_t free_blocks = std::min(local + remote, s->bumped);
-      u.in_use += std::uint64_t{s->bumped - free_blocks} * s->block_size;
+      const std::uint32_t bumped = std::min(s->bumped.load(), s->capacity);
+      const std::uint32_t free_blocks = std::min(local + remote, bumped);
+      u.in_use += std::uint64_t{bumped - free_blocks} * s->block_size;
       u.remote_pending += std::uint64_t{remote} * s->block_size;
-    } else if (kind == arena::FrameKind::large_head) {
+    } else if (kind == arena::PageKind::large_head) {
       u.in_use += reinterpret_cast<const arena::LargeHeader*>(frame)->requested;
     }
   }
@@ -215,29 +216,29 @@ std::string explain_use(Arena& a, std::uint64_t baseline) {
   return out.str();
 }
 
-// Whose span check() complained about ("frame N: ..."): its heap, that heap's owner thread and
+// Whose span check() complained about ("page N: ..."): its heap, that heap's owner thread and
 // the process of the user it belongs to, alive or not.
 std::string whose_span(const Arena& a, const std::string& problem) {
   unsigned frame = 0;
-  if (std::sscanf(problem.c_str(), "frame %u:", &frame) != 1) return "";
+  if (std::sscanf(problem.c_str(), "page %u:", &frame) != 1) return "";
   const auto* base = static_cast<const std::byte*>(a.base());
   const auto& h = *reinterpret_cast<const arena::ArenaHeader*>(base);
-  if (frame >= h.size.load() / arena::kFrameSize) return "";
-  const auto kind = static_cast<arena::FrameKind>(std::to_integer<std::uint8_t>(base[h.frame_map_offset + frame]));
+  if (frame >= h.size.load() / arena::kPageSize) return "";
+  const auto kind = static_cast<arena::PageKind>(std::to_integer<std::uint8_t>(base[h.page_map_offset + frame]));
   std::ostringstream out;
-  if (kind != arena::FrameKind::span) {
-    const auto* l = reinterpret_cast<const arena::LargeHeader*>(base + frame * arena::kFrameSize);
+  if (kind != arena::PageKind::span) {
+    const auto* l = reinterpret_cast<const arena::LargeHeader*>(base + frame * arena::kPageSize);
     out << " [frame kind " << static_cast<int>(kind) << "; as a large block header: magic "
         << std::hex << l->magic << " (live: " << (arena::kLargeMagic ^ frame) << ")" << std::dec
-        << ", frames " << l->frames << ", requested " << l->requested << ", user_offset "
+        << ", pages " << l->pages << ", requested " << l->requested << ", user_offset "
         << l->user_offset << "; next frames' kinds:";
-    for (unsigned f = frame + 1; f < frame + 4 && f < h.size.load() / arena::kFrameSize; ++f) {
-      out << ' ' << static_cast<int>(std::to_integer<std::uint8_t>(base[h.frame_map_offset + f]));
+    for (unsigned f = frame + 1; f < frame + 4 && f < h.size.load() / arena::kPageSize; ++f) {
+      out << ' ' << static_cast<int>(std::to_integer<std::uint8_t>(base[h.page_map_offset + f]));
     }
     out << "]";
     return out.str();
   }
-  const auto* s = reinterpret_cast<const arena::SpanHeader*>(base + frame * arena::kFrameSize);
+  const auto* s = reinterpret_cast<const arena::SpanHeader*>(base + frame * arena::kPageSize);
   out << " [span of heap " << s->heap;
   if (s->heap != 0 && s->heap <= h.max_heaps) {
     const auto* heap = reinterpret_cast<const arena::HeapSlot*>(base + h.heaps_offset) + (s->heap - 1);

@@ -46,7 +46,7 @@ using test::unique_name;
 
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * 1024;
-constexpr std::size_t kFrame = arena::kFrameSize;
+constexpr std::size_t kPage = arena::kPageSize;
 constexpr std::size_t kMaxSmall = arena::kMaxSmall;
 
 // ---- Helpers ----
@@ -164,7 +164,7 @@ TEST_F(ArenaTest, CreateThenOpenSeeTheSameArena) {
   EXPECT_EQ(a.name().str(), name_);
   EXPECT_GE(a.size(), std::size_t{1} << 20);
   EXPECT_GE(a.max_size(), a.size());
-  EXPECT_EQ(a.size() % kFrame, 0u);
+  EXPECT_EQ(a.size() % kPage, 0u);
   Arena b = Arena::open(name_);
   EXPECT_FALSE(b.created());
   EXPECT_EQ(b.size(), a.size());
@@ -202,12 +202,14 @@ TEST_F(ArenaTest, OpenOrCreateCreatesOnceAndRunsInitOnce) {
 }
 
 TEST_F(ArenaTest, BadConfigurationIsEinval) {
-  ArenaConfig no_users;
-  no_users.max_users = 0;
-  ArenaConfig tiny;
-  tiny.size = 64 * kKiB;
-  tiny.max_size = 64 * kKiB;
-  for (const ArenaConfig& c : {no_users, tiny}) {
+  ArenaConfig many_users;
+  many_users.max_users = 70000;
+  ArenaConfig many_threads;
+  many_threads.max_threads = 65535;
+  ArenaConfig tiny;  // no room for its metadata and two pages of data
+  tiny.size = 8 * kKiB;
+  tiny.max_size = 8 * kKiB;
+  for (const ArenaConfig& c : {many_users, many_threads, tiny}) {
     try {
       Arena a = Arena::create(name_, c);
       FAIL() << "created with a bad configuration";
@@ -383,7 +385,7 @@ TEST_F(ArenaTest, AllocateZeroGivesDistinctUsableBlocks) {
 TEST_F(ArenaTest, HugeRequestIsEnomemAndHarmless) {
   Arena a = Arena::create(name_);
   for (std::size_t size : {std::size_t{1} << 40, a.max_size() + 1, ~std::size_t{0},
-                           ~std::size_t{0} - kFrame}) {
+                           ~std::size_t{0} - kPage}) {
     EXPECT_EQ(a.try_allocate(size), nullptr) << size;
     try {
       (void)a.allocate(size);
@@ -525,7 +527,7 @@ TEST_F(ArenaTest, DeallocateForeignPointerIsReportedNotACrash) {
       {"heap", on_heap.get()},
       {"arena header", bytes + 100},
       {"user table", bytes + sizeof(arena::ArenaHeader) + 8},
-      {"free frame", bytes + a.size() - kFrame + 4096},
+      {"free page", bytes + a.size() - 2 * kPage + 128},
       {"past the end", bytes + a.size() + 4096},
   };
   for (auto [what, p] : foreign) {
@@ -939,36 +941,37 @@ TEST_F(ArenaTest, StatsMoveAsBlocksComeAndGo) {
   EXPECT_EQ(s0.size, a.size());
   EXPECT_EQ(s0.max_size, a.max_size());
   EXPECT_GT(s0.metadata, 0u);
-  EXPECT_EQ(s0.metadata % kFrame, 0u);
+  EXPECT_EQ(s0.metadata % kPage, 0u);
   EXPECT_EQ(s0.users, 1u);
   EXPECT_EQ(s0.free, s0.size - s0.metadata - s0.in_use);
 
   void* small = a.allocate(100);  // class 112
   const ArenaStats s1 = a.stats();
   EXPECT_EQ(s1.in_use - s0.in_use, 112u);
-  EXPECT_EQ(s1.frames_small, s0.frames_small + 1);
+  EXPECT_EQ(s1.pages_small, s0.pages_small + 16);  // a growing arena's spans: 64 KiB
   EXPECT_EQ(s1.heaps, 1u);
   const auto cls = std::find_if(s1.classes.begin(), s1.classes.end(),
                                 [](const ArenaStats::SizeClass& c) { return c.block_size == 112; });
   ASSERT_NE(cls, s1.classes.end());
   EXPECT_EQ(cls->spans, 1u);
   EXPECT_EQ(cls->in_use, 1u);
-  EXPECT_EQ(cls->blocks, (kFrame - arena::kSpanHeaderSize) / 112);
+  EXPECT_EQ(cls->span_pages, 16u);
+  EXPECT_EQ(cls->blocks, (16 * kPage - arena::kSpanHeaderSize) / 112);
   EXPECT_GT(s1.fragmentation, 0.9);
   EXPECT_LT(s1.fragmentation, 1.0);
 
-  void* large = a.allocate(100000);  // two frames
+  void* large = a.allocate(100000);  // 25 pages, its header included
   const ArenaStats s2 = a.stats();
   EXPECT_EQ(s2.large_blocks, s1.large_blocks + 1);
-  EXPECT_EQ(s2.frames_large, s1.frames_large + 2);
+  EXPECT_EQ(s2.pages_large, s1.pages_large + 25);
   EXPECT_EQ(s2.in_use - s1.in_use, 100000u);
   EXPECT_EQ(s2.free, s2.size - s2.metadata - s2.in_use);
-  EXPECT_EQ(s2.frames_free + s2.frames_small + s2.frames_large, (s2.size - s2.metadata) / kFrame);
+  EXPECT_EQ(s2.pages_free + s2.pages_small + s2.pages_large, (s2.size - s2.metadata) / kPage);
 
   a.deallocate(large);
   const ArenaStats s3 = a.stats();
   EXPECT_EQ(s3.large_blocks, s1.large_blocks);
-  EXPECT_EQ(s3.frames_large, s1.frames_large);
+  EXPECT_EQ(s3.pages_large, s1.pages_large);
   EXPECT_EQ(s3.in_use, s1.in_use);
   a.deallocate(small);
   EXPECT_EQ(a.stats().in_use, s0.in_use);
@@ -1217,8 +1220,8 @@ TEST(ArenaFile, OpeningAFileThatIsNotAnArenaIsEinval) {
 
 TEST(ArenaFile, OpeningATruncatedArenaIsEinval) {
   TempDir dir("truncated");
-  for (std::size_t keep : {std::size_t{0}, std::size_t{512}, std::size_t{4096}, 2 * kFrame,
-                           1 * kMiB - kFrame}) {
+  for (std::size_t keep : {std::size_t{0}, std::size_t{512}, std::size_t{4096}, 2 * kPage,
+                           1 * kMiB - kPage}) {
     const std::string path = dir.path() + "/arena-" + std::to_string(keep);
     const std::string name = "file:" + path;
     {
@@ -1282,23 +1285,23 @@ std::vector<Corruption> corruptions() {
       {"max_users 2^32-1", set32(SHMKIT_AT(max_users), 0xffffffffu), bad},
       {"max_heaps 0", set32(SHMKIT_AT(max_heaps), 0), bad},
       {"max_heaps + 1", add32(SHMKIT_AT(max_heaps), 1), bad},
-      {"meta_frames 0", set32(SHMKIT_AT(meta_frames), 0), bad},
-      {"max_frames 0", set32(SHMKIT_AT(max_frames), 0), bad},
-      {"max_frames + 1", add32(SHMKIT_AT(max_frames), 1), bad},
+      {"meta_pages 0", set32(SHMKIT_AT(meta_pages), 0), bad},
+      {"max_pages 0", set32(SHMKIT_AT(max_pages), 0), bad},
+      {"max_pages + 1", add32(SHMKIT_AT(max_pages), 1), bad},
       {"users_offset + 64", add32(SHMKIT_AT(users_offset), 64), bad},
       {"heaps_offset - 64", add32(SHMKIT_AT(heaps_offset), 0xffffffc0u), bad},
-      {"frame_map_offset + 1", add32(SHMKIT_AT(frame_map_offset), 1), bad},
-      {"frame_map_offset past the metadata", set32(SHMKIT_AT(frame_map_offset), 0x7fffffffu), bad},
+      {"page_map_offset + 1", add32(SHMKIT_AT(page_map_offset), 1), bad},
+      {"page_map_offset past the metadata", set32(SHMKIT_AT(page_map_offset), 0x7fffffffu), bad},
       {"size 0", set64(SHMKIT_AT(size), 0), bad},
       {"size + 1", [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(size), peek<std::uint64_t>(h, SHMKIT_AT(size)) + 1); }, bad},
       {"size past max_size",
-       [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(size), peek<std::uint64_t>(h, SHMKIT_AT(max_size)) + kFrame); },
+       [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(size), peek<std::uint64_t>(h, SHMKIT_AT(max_size)) + kPage); },
        bad},
       {"size past the segment",
        [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(size), peek<std::uint64_t>(h, SHMKIT_AT(max_size))); },
        "truncated"},
       {"max_size + 1 frame",
-       [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(max_size), peek<std::uint64_t>(h, SHMKIT_AT(max_size)) + kFrame); },
+       [](H& h) { poke<std::uint64_t>(h, SHMKIT_AT(max_size), peek<std::uint64_t>(h, SHMKIT_AT(max_size)) + kPage); },
        bad},
       {"max_size 2^62", set64(SHMKIT_AT(max_size), std::uint64_t{1} << 62), bad},
       {"max_size 2^64-1", set64(SHMKIT_AT(max_size), ~std::uint64_t{0}), bad},

@@ -104,8 +104,9 @@ void print_arena(const ArenaInfo& a) {
   line("  free", bytes(s.free));
   line("  metadata", bytes(s.metadata));
   line("  fragmentation", fmt::format("{:.1f}%", s.fragmentation * 100));
-  line("  frames",
-       fmt::format("{} free, {} small, {} large", s.frames_free, s.frames_small, s.frames_large));
+  line("  pages",
+       fmt::format("{} free in {} runs (largest {}), {} small, {} large", s.pages_free, s.free_runs,
+                   bytes(s.largest_free_run), s.pages_small, s.pages_large));
   line("  large_blocks", std::to_string(s.large_blocks));
   line("  heaps", std::to_string(s.heaps));
   line("  size_classes", s.classes.empty() ? "none" : "");
@@ -190,9 +191,11 @@ std::string arena_json(const ArenaInfo& a) {
   so.add_number("in_use", s.in_use);
   so.add_number("free", s.free);
   so.add_raw("fragmentation", fmt::format("{:.4f}", s.fragmentation));
-  so.add_number("frames_free", s.frames_free);
-  so.add_number("frames_small", s.frames_small);
-  so.add_number("frames_large", s.frames_large);
+  so.add_number("pages_free", s.pages_free);
+  so.add_number("pages_small", s.pages_small);
+  so.add_number("pages_large", s.pages_large);
+  so.add_number("free_runs", s.free_runs);
+  so.add_number("largest_free_run", s.largest_free_run);
   so.add_number("large_blocks", s.large_blocks);
   so.add_number("users", s.users);
   so.add_number("heaps", s.heaps);

@@ -6,7 +6,8 @@
 //   - mixed: the same with 90 % 16..1024 B, 9 % 1..16 KiB, 1 % 16..64 KiB;
 //   - two processes on two cores churning one arena / one segment, each with its own blocks,
 //     interleaved with one process alone: aggregate M pairs/s and the scaling;
-//   - cross-process free: one process allocates, the other frees (an SPSC ring of offsets).
+//   - cross-process free: one process allocates, the other frees (an SPSC ring of offsets);
+//   - memory (alloc_memory.cpp): usable fractions of fixed regions, and churn overhead.
 // Every block carries a byte pattern that is checked; every arena and segment is checked after.
 #include <dlfcn.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "alloc_memory.hpp"
 #include "harness.hpp"
 #include "shmkit/arena.hpp"
 #include "shmkit/detail/robust.hpp"
@@ -1080,6 +1082,8 @@ int run_alloc(const Options& options) {
   peer_ratio("mixed_vs_glibc", mixed, "glibc malloc", std::nullopt);
   peer_ratio("mixed_vs_mimalloc", mixed, "mimalloc", std::nullopt);
   report.ratios.insert(report.ratios.begin(), head.begin(), head.end());
+
+  memory_section(report, quick);
 
   report.notes.push_back("verified: " + std::to_string(verify_steps) +
                          " steps per allocator and 1-process case with whole-block byte patterns, "

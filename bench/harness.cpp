@@ -229,7 +229,10 @@ void print_ratios(const Report& report) {
   std::vector<std::vector<std::string>> rcells = {{"ratio", "value", "goal", "meaning"}};
   for (const Ratio& r : report.ratios) {
     std::string goal;
-    if (r.goal) goal = ">= " + number(*r.goal) + (r.value >= *r.goal ? " met" : " MISSED");
+    if (r.goal) {
+      const bool met = r.at_most ? r.value <= *r.goal : r.value >= *r.goal;
+      goal = (r.at_most ? "<= " : ">= ") + number(*r.goal) + (met ? " met" : " MISSED");
+    }
     rcells.push_back({r.name, number(r.value), goal, r.meaning});
   }
   print_cells(rcells, {false, true, false, false});
@@ -355,6 +358,13 @@ void print_json(const Report& report) {
       JsonObject o(out);
       for (const Ratio& r : report.ratios) {
         if (r.goal) o.number(r.name, *r.goal);
+      }
+    }
+    top.key("goals_at_most");  // of these ratios, the goal is a ceiling (lower is better)
+    {
+      JsonObject o(out);
+      for (const Ratio& r : report.ratios) {
+        if (r.goal && r.at_most) o.number(r.name, *r.goal);
       }
     }
   }

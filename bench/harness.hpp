@@ -96,12 +96,13 @@ struct Row {
 };
 
 /// A named ratio of two median times, peer / shmkit by convention (> 1: shmkit is faster);
-/// `goal` is the least acceptable value.
+/// `goal` is the least acceptable value, or with `at_most` the largest.
 struct Ratio {
   std::string name;    ///< e.g. "overhead_vs_raw" (the headline) or "overhead_vs_raw_4KiB"
   double value = 0;
   std::optional<double> goal;
   std::string meaning;  ///< one line for the table, e.g. "raw time / shmkit time"
+  bool at_most = false;  ///< lower is better: the goal is a ceiling
 };
 
 /// Everything one benchmark prints.

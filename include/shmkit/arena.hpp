@@ -247,7 +247,8 @@ class SHMKIT_API Arena {
 
   // ---- Tuning (IRIX usmallopt / mallopt), shared by every user ----
 
-  /// Bytes each growth adds (rounded up to 4 KiB); 0, the default, doubles the arena.
+  /// Bytes each growth adds (rounded up to 4 KiB); 0, the default, adds a sixteenth of
+  /// the arena, at least 1 MiB.
   void set_grow_step(std::size_t bytes) noexcept;
   std::size_t grow_step() const noexcept;
 

@@ -287,10 +287,12 @@ bool ArenaImpl::grow_for(std::uint32_t count) noexcept {
   const std::uint64_t size = header->size.load(std::memory_order_relaxed);
   const std::uint64_t need = size + (std::uint64_t{count} << kPageShift);
   if (need > header->max_size) return false;
-  // Double (or add the tuned step), up to the maximum; fall back to exactly what is needed
-  // when memory is short.
-  const std::uint64_t step = header->grow_step.load(std::memory_order_relaxed);
-  const std::uint64_t wanted = step == 0 ? size * 2 : size + (step + kPageSize - 1) / kPageSize * kPageSize;
+  // Add a sixteenth, at least 1 MiB (or the tuned step), up to the maximum: what a grown arena
+  // commits stays within a sixteenth of its peak. Fall back to exactly what is needed when
+  // memory is short.
+  const std::uint64_t tuned = header->grow_step.load(std::memory_order_relaxed);
+  const std::uint64_t step = tuned != 0 ? tuned : std::max<std::uint64_t>(size / 16, std::uint64_t{1} << 20);
+  const std::uint64_t wanted = size + (step + kPageSize - 1) / kPageSize * kPageSize;
   std::uint64_t target = std::min<std::uint64_t>(header->max_size, std::max(need, wanted));
   for (;;) {
     try {

@@ -175,6 +175,17 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Capacity, ::testing::ValuesIn(kShapes),
 
 // ---- A thread that runs dry takes what others hold ----
 
+// Allocates blocks of `size` until one is refused, writing each whole (so that a block handed
+// out twice is seen by check() and the marks of other tests).
+std::vector<void*> take_all(Arena& a, std::size_t size) {
+  std::vector<void*> blocks;
+  while (void* p = a.try_allocate(size)) {
+    std::memset(p, 0x5a, size);
+    blocks.push_back(p);
+  }
+  return blocks;
+}
+
 // Fills a 1 MiB arena with 64-byte blocks from a thread that then frees every other block and
 // stays alive: its spans hold free blocks on its own (owner-only) lists.
 class HalfFreeHolder {
@@ -233,14 +244,8 @@ TEST(CapacityHandover, AThreadThatRunsDryTakesALiveThreadsFreeBlocks) {
     ASSERT_GT(holder.freed(), 5000u);
     // This thread has no span of its own and no page is free: every block it gets is one the
     // holder freed, taken from the holder's spans while the holder is alive.
-    std::size_t got = 0;
-    std::vector<void*> mine;
-    while (void* p = a.try_allocate(64)) {
-      std::memset(p, 0x5a, 64);
-      mine.push_back(p);
-      ++got;
-    }
-    EXPECT_GE(got, holder.freed() - 64) << "of " << holder.freed() << " free blocks";
+    const std::vector<void*> mine = take_all(a, 64);
+    EXPECT_GE(mine.size(), holder.freed() - 64) << "of " << holder.freed() << " free blocks";
     EXPECT_EQ(a.check(), "");
     for (void* p : mine) a.deallocate(p);
   }
@@ -271,16 +276,10 @@ TEST(CapacityHandover, AThreadThatRunsDryTakesAnotherProcesssFreeBlocks) {
   ASSERT_TRUE(test::wait_for_value(shared->state, 1));
   const std::uint64_t freed = shared->freed.load();
   ASSERT_GT(freed, 5000u);
-  std::size_t got = 0;
-  std::vector<void*> mine;
-  while (void* p = a.try_allocate(64)) {
-    std::memset(p, 0x5a, 64);
-    mine.push_back(p);
-    ++got;
-  }
+  const std::vector<void*> mine = take_all(a, 64);
   shared->state.store(2);
   EXPECT_EQ(exit_code(kids.wait(pid)), 0);
-  EXPECT_GE(got, freed - 64) << "of " << freed << " blocks the other process freed";
+  EXPECT_GE(mine.size(), freed - 64) << "of " << freed << " blocks the other process freed";
   for (void* p : mine) a.deallocate(p);
   EXPECT_EQ(a.check(), "");
 }
@@ -303,12 +302,8 @@ TEST(CapacityHandover, ADeadProcesssHeapIsReused) {
   });
   ASSERT_EQ(exit_code(kids.wait(pid)), 128 + SIGKILL);
   const std::uint64_t held = a.stats().in_use;  // the dead process's blocks (one in eight)
-  std::uint64_t got = 0;
-  std::vector<void*> mine;
-  while (void* p = a.try_allocate(128)) {
-    mine.push_back(p);
-    got += 128;
-  }
+  const std::vector<void*> mine = take_all(a, 128);
+  const std::uint64_t got = mine.size() * 128;
   // What the dead process freed, and the pages its spans gave back, are ours.
   EXPECT_GE(static_cast<double>(got + held), 0.90 * (1 * kMiB)) << "held by the dead: " << held;
   EXPECT_EQ(a.check(), "");
